@@ -1,3 +1,45 @@
-"""sphericalcow: first-principles theory of neural networks next to PyTorch measurements."""
+"""sphericalcow: first-principles theory of neural networks next to PyTorch measurements.
+
+>>> import sphericalcow as sc
+>>> arch = sc.MLP(d_in=10, width=512, depth=5, activation="tanh")   # cw=None: critical C_W
+>>> model = arch.build(seed=0)                                       # a torch.nn.Module
+>>> sc.criticality("tanh", cw=1.0, cb=0.0).phase
+'critical'
+"""
 
 __version__ = "0.1.0"
+
+from .activations import Activation, activation, available_activations, register_activation
+from .description import MLP
+from .errors import SphericalCowError
+from .measure import probe_forward, record
+from .studies import run_study
+from .theory import (
+    critical_init,
+    critical_point,
+    criticality,
+    kernel_profile,
+    phase_diagram,
+    plot_phase_diagram,
+    universality,
+)
+
+__all__ = [
+    "MLP",
+    "Activation",
+    "SphericalCowError",
+    "__version__",
+    "activation",
+    "available_activations",
+    "critical_init",
+    "critical_point",
+    "criticality",
+    "kernel_profile",
+    "phase_diagram",
+    "plot_phase_diagram",
+    "probe_forward",
+    "record",
+    "register_activation",
+    "run_study",
+    "universality",
+]

@@ -1,0 +1,190 @@
+"""The ``cow`` command line: a thin layer over the library.
+
+Bad input raises :class:`~sphericalcow.errors.SphericalCowError`; :func:`main` prints it as one line on stderr and
+exits with code 2, with no traceback (usage errors from typer/click exit 2 the same way).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from .errors import SphericalCowError
+
+app = typer.Typer(
+    name="cow",
+    help="sphericalcow: first-principles theory of neural networks next to PyTorch measurements.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _print_json(obj) -> None:
+    from .report.jsonio import to_jsonable
+
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _run_and_report(study: str, overrides: list[str] | None, out: Path | None, progress: bool) -> None:
+    from .studies import parse_overrides, run_study
+
+    result, paths = run_study(study, parse_overrides(overrides), out=out, progress=progress)
+    n_ok = sum(bool(v.passed) for v in result.verdicts if v.passed is not None)
+    n_graded = sum(v.passed is not None for v in result.verdicts)
+    run_dir = paths["report.md"].parent
+    out_console.print(f"[bold]{result.title}[/bold]")
+    for v in result.verdicts:
+        mark = "[green]agrees[/green]" if v.passed else ("[red]disagrees[/red]" if v.passed is False else "info")
+        out_console.print(f"  {mark}  {v.claim}")
+    out_console.print(f"{n_ok}/{n_graded} verdicts agree. Report: {paths['report.html']}")
+    out_console.print(f"Run folder: {run_dir}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/<UTC timestamp>-criticality/)")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Run the criticality study with its defaults (under a minute) and write its report."""
+    _run_and_report("criticality", None, out, progress)
+
+
+@app.command()
+def run(
+    study: Annotated[str, typer.Argument(help="study name, e.g. criticality")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="config override key=value (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/<UTC timestamp>-<study>/)")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Run a study, e.g. `cow run criticality --set depth=100 --set width=1024`."""
+    _run_and_report(study, set_, out, progress)
+
+
+@app.command("criticality")
+def criticality_cmd(
+    activation: Annotated[str, typer.Option(help="activation name or spec, e.g. tanh or leaky_relu:slope=0.1")],
+    cw: Annotated[float | None, typer.Option(help="C_W (> 0); omitted: the critical value at this C_b")] = None,
+    cb: Annotated[float, typer.Option(help="C_b (>= 0)")] = 0.0,
+    q0: Annotated[float, typer.Option(help="|x|^2/n_0 of the input; the recursion starts at C_b + C_W q0")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Fixed point K*, susceptibilities, depth scales and phase; with no --cw the critical initialisation."""
+    from .errors import check_positive
+    from .theory.criticality import critical_init, criticality
+
+    q0 = check_positive("--q0", q0)
+    cb = check_positive("--cb", cb, allow_zero=True)
+    if cw is not None:
+        cw = check_positive("--cw", cw)
+    critical_asked = cw is None
+    if critical_asked:
+        cw, cb = critical_init(activation, cb)
+    c = criticality(activation, cw, cb, K0=cb + cw * q0)
+    d = c.to_dict()
+    d["critical_init"] = critical_asked
+    if as_json:
+        _print_json(d)
+        return
+    t = RichTable(title=f"criticality of {c.activation}" + (" (critical initialisation)" if critical_asked else ""))
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    for key in ("cw", "cb", "K_star", "chi_par", "chi_perp", "xi_par", "xi_perp", "phase", "universality"):
+        v = d[key]
+        t.add_row(key, f"{v:.10g}" if isinstance(v, float) else str(v))
+    for k, v in c.class_constants.items():
+        t.add_row(f"  {k}", f"{v:.10g}")
+    out_console.print(t)
+    for n in c.notes:
+        out_console.print(f"note: {n}")
+
+
+@app.command("phase-diagram")
+def phase_diagram_cmd(
+    activation: Annotated[str, typer.Option(help="activation name or spec")],
+    out: Annotated[Path, typer.Option(help="PNG file to write")],
+    n: Annotated[int, typer.Option(help="grid points per axis (>= 2)")] = 41,
+    cw_max: Annotated[float | None, typer.Option(help="largest C_W on the grid")] = None,
+    cb_max: Annotated[float | None, typer.Option(help="largest C_b on the grid")] = None,
+    q0: Annotated[float, typer.Option(help="|x|^2/n_0 of the input")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="also print the grid as JSON")] = False,
+) -> None:
+    """Order-chaos phase diagram over (C_W, C_b) with the depth-scale map, written as a PNG."""
+    import numpy as np
+
+    from .activations import activation as get_activation
+    from .errors import check_int, check_positive
+    from .theory.phase import default_ranges, phase_diagram, plot_phase_diagram
+
+    act = get_activation(activation)
+    n = check_int("--n", n, minimum=2)
+    if out.suffix.lower() != ".png":
+        raise SphericalCowError(f"--out={str(out)!r} must end in .png")
+    if out.parent and not out.parent.exists():
+        raise SphericalCowError(f"--out={str(out)!r}: folder {str(out.parent)!r} does not exist")
+    dcw, dcb = default_ranges(act)
+    cw_hi = check_positive("--cw-max", cw_max) if cw_max is not None else dcw
+    cb_hi = check_positive("--cb-max", cb_max) if cb_max is not None else dcb
+    from .progress import progress_bar
+
+    with progress_bar(1, f"phase diagram of {act.spec}", enabled=sys.stderr.isatty()) as adv:
+        pd = phase_diagram(act, np.linspace(cw_hi / n, cw_hi, n), np.linspace(0.0, cb_hi, n), q0=q0)
+        adv(1)
+    fig = plot_phase_diagram(pd)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(out)
+    if as_json:
+        _print_json(pd.to_dict())
+    else:
+        out_console.print(f"wrote {out}")
+
+
+@app.command("activations")
+def activations_cmd() -> None:
+    """List the registered activations and their universality class."""
+    from .activations import activation as get_activation
+    from .activations import available_activations
+    from .theory.criticality import universality
+
+    t = RichTable(title="activations")
+    t.add_column("name")
+    t.add_column("class")
+    t.add_column("closed-form Gaussian expectations")
+    for name in available_activations():
+        act = get_activation(name)
+        kinds = [k for k in ("sq", "dsq", "zssd", "cross", "dcross") if act.has_closed_form(k)]
+        t.add_row(name, universality(act)[0], ", ".join(kinds) or "— (quadrature)")
+    out_console.print(t)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    from . import __version__
+
+    out_console.print(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``cow`` console script."""
+    try:
+        app(args=argv, prog_name="cow")
+    except SphericalCowError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
