@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import sphericalcow as sc
+
 COW = shutil.which("cow", path=str(Path(sys.executable).parent)) or "cow"
 
 
@@ -37,7 +39,8 @@ def test_criticality_without_cw_prints_the_critical_initialisation():
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["critical_init"] is True
-    assert d["cw"] == pytest.approx(1.7584, abs=1e-3)
+    assert d["cw"] == pytest.approx(sc.critical_init("tanh", 0.05)[0], rel=1e-12)
+    assert d["chi_perp"] == pytest.approx(1.0, abs=1e-9)
     r = cow("criticality", "--activation", "relu")
     assert r.returncode == 0 and "critical" in r.stdout and "2" in r.stdout
 

@@ -138,14 +138,17 @@ def plot_phase_diagram(pd: PhaseDiagram, marks: Sequence[tuple[float, float, str
     extent = (pd.cw[0], pd.cw[-1], pd.cb[0], pd.cb[-1])
     with np.errstate(divide="ignore", invalid="ignore"):
         logchi = np.log(pd.chi_perp)
-    lim = float(np.nanmax(np.abs(np.clip(logchi, -2, 2)))) or 1.0
+    # each side saturates at its own extreme (clipped to +-2), so a weakly chaotic side stays visible
+    finite = logchi[np.isfinite(logchi)]
+    lo = min(-1e-3, max(-2.0, float(finite.min()) if finite.size else -1.0))
+    hi = max(1e-3, min(2.0, float(finite.max()) if finite.size else 1.0))
     im = axes[0].imshow(
-        np.clip(logchi, -lim, lim),
+        np.clip(logchi, lo, hi),
         origin="lower",
         extent=extent,
         aspect="auto",
         cmap="RdBu_r",
-        norm=TwoSlopeNorm(0.0, -lim, lim),
+        norm=TwoSlopeNorm(0.0, lo, hi),
     )
     fig.colorbar(im, ax=axes[0], label=r"$\log \chi_\perp$  (ordered < 0 < chaotic)")
     xi = np.clip(pd.xi_perp, 1e-1, 1e4)
@@ -182,6 +185,8 @@ def plot_phase_diagram(pd: PhaseDiagram, marks: Sequence[tuple[float, float, str
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle(
         title
-        or f"Phase diagram of {pd.activation} (fixed point from $K^{{(1)}}=C_b+C_W\\,{pd.q0:g}$; hatched: K diverges)"
+        or f"Phase diagram of {pd.activation} (fixed point from $K^{{(1)}}=C_b+C_W"
+        + ("" if pd.q0 == 1 else f"\\,{pd.q0:g}")
+        + "$; hatched: K diverges)"
     )
     return fig

@@ -96,12 +96,11 @@ def kernel_profile(arch, x) -> KernelProfile:
         for layer in range(1, arch.depth + 1):
             residual = arch.residual and layer < arch.depth
             K = next_kernel(arch.activation, arch.cw, arch.cb, K, residual=residual)
+            if not np.isfinite(K).all():
+                raise SphericalCowError(
+                    f"the kernel overflows float64 at layer {layer + 1} (cw={arch.cw:.4g}, depth={arch.depth}); "
+                    "lower cw or depth, or normalise the inputs"
+                )
             out.append(K)
     res = np.stack(out)
-    if not np.isfinite(res).all():
-        bad = int(np.argmax(~np.isfinite(res).reshape(len(res), -1).all(axis=1))) + 1
-        raise SphericalCowError(
-            f"the kernel overflows float64 at layer {bad} (cw={arch.cw:.4g}, depth={arch.depth}); "
-            "lower cw or depth, or normalise the inputs"
-        )
     return KernelProfile(res)
