@@ -190,3 +190,19 @@ def test_phase_diagram_boundary_matches_the_traced_critical_line():
         cw_c = sc.critical_init("tanh", float(cb))[0]
         assert pd.cw[j - 1] <= cw_c + 1e-9 and cw_c <= pd.cw[j] + 1e-9
     assert np.isfinite(pd.line_cw).all()
+
+
+def test_scale_invariant_at_criticality_with_bias_grows_linearly():
+    """ReLU at C_W = 2, C_b > 0: K^(l+1) = K^(l) + C_b, no finite fixed point, chi = 1 exactly (regression: the
+    generic fixed-point search used to report 'did not converge')."""
+    c = sc.criticality("relu", 2.0, 0.1)
+    assert c.K_star == math.inf and c.phase == "critical"
+    assert any("linearly" in n for n in c.notes)
+    np.testing.assert_allclose(variance_recursion("relu", 2.0, 0.1, 1.0, 5), 1.0 + 0.1 * np.arange(5), rtol=1e-14)
+
+
+def test_nearly_critical_gelu_says_so():
+    cp = sc.critical_point("gelu")
+    c = sc.criticality("gelu", cp.cw, cp.cb, K0=cp.cb + cp.cw)  # starts below the half-stable K*
+    assert c.phase == "ordered" and c.xi_perp > 50
+    assert any("nearly critical" in n for n in c.notes)

@@ -73,7 +73,7 @@ def taylor_coefficients(act: Activation) -> tuple[float, float, float, float] | 
     g = y
     for k in range(1, 4):
         (g,) = torch.autograd.grad(g, z, create_graph=True)
-        out.append(float(g.detach()) / math.factorial(k))
+        out.append(float(g.detach()) / math.factorial(k) + 0.0)  # + 0.0: no "-0" in reports
     return tuple(out)  # type: ignore[return-value]
 
 
@@ -131,10 +131,19 @@ def fixed_point(act: str | Activation, cw, cb, K0=1.0, *, n_iter: int = 300, n_n
     Vectorised over broadcast arrays of ``cw``, ``cb``, ``K0``. Route: ``n_iter`` plain iterations (they select
     the basin of attraction), then Newton steps on g(K) = f(K) - K with g'(K) = chi_par - 1, which also converge
     (linearly) at marginal double roots and at the algebraic approach K ~ 1/l of the K* = 0 class.
+    Scale-invariant activations use the exact result instead: f(K) = C_b + C_W A_2 K, so K* = C_b / (1 - C_W A_2)
+    if C_W A_2 < 1 (0 at C_b = 0), and K grows without bound otherwise (linearly at C_W A_2 = 1 with C_b > 0).
+    Elsewhere K still growing with chi_par >= 1 and no root in sight after the Newton steps counts as diverging.
     Returns ``(K_star, status)`` where status is 0 = converged, 1 = diverges (K* = inf), 2 = not converged (nan).
     """
     act = _act(act)
     cw, cb, K = (np.asarray(v, dtype=np.float64) for v in np.broadcast_arrays(cw, cb, K0))
+    if act.scale_invariant is not None:
+        slope = cw * universality(act)[1]["A2"]
+        grows = (slope > 1) | ((slope == 1) & (cb > 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            K_star = np.where(grows, np.inf, np.where(slope < 1, cb / (1 - slope), K))
+        return K_star, np.where(grows, 1, 0)
     K = K.copy()
     diverged = np.zeros(K.shape, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -149,10 +158,10 @@ def fixed_point(act: str | Activation, cw, cb, K0=1.0, *, n_iter: int = 300, n_n
             step = np.where(small | (np.abs(dg) < 1e-300), 0.0, g / np.where(dg == 0, 1.0, dg))
             # growing with no root ahead (e.g. ReLU at C_W = 2 with C_b > 0): K grows without bound
             runaway = (g > 0) & (dg >= -1e-12) & ~small
-            diverged |= runaway & (Ks > 1e3)
             Knew = np.clip(Ks - step, 0.0, None)
             K = np.where(diverged, K, np.where(runaway, cb + cw * expect_sq(act, Ks), Knew))
             diverged |= ~(K < _K_BIG)
+        diverged |= runaway
         Ks = np.where(diverged, 1.0, K)
         resid = np.abs(cb + cw * expect_sq(act, Ks) - Ks)
     ok = (resid <= 1e-9 * (1 + Ks)) & ~diverged
@@ -228,6 +237,12 @@ def criticality(act: str | Activation, cw: float | None = None, cb: float = 0.0,
             notes.append(f"on the order-chaos line (chi_perp = 1) but chi_par = {chi_par:.4g} != 1")
     else:
         phase = "ordered" if chi_perp < 1 else "chaotic"
+    xi_perp = depth_scale(chi_perp)
+    if phase != "critical" and xi_perp > 50:
+        notes.append(
+            f"nearly critical: xi_perp = {xi_perp:.4g} layers, so a network much shallower than that "
+            "propagates signals as if critical"
+        )
     if cls == "scale-invariant" and cb > 0 and abs(chi_par - 1) <= CHI_TOL:
         notes.append(
             "scale-invariant at C_W = 1/A_2 with C_b > 0: K grows linearly with depth (K^{(l+1)} = K^{(l)} + C_b)"
@@ -246,7 +261,7 @@ def criticality(act: str | Activation, cw: float | None = None, cb: float = 0.0,
         chi_par=chi_par,
         chi_perp=chi_perp,
         xi_par=depth_scale(chi_par),
-        xi_perp=depth_scale(chi_perp),
+        xi_perp=xi_perp,
         phase=phase,
         universality=cls,
         class_constants=consts,
