@@ -20,10 +20,11 @@ def cow(*args, cwd=None, timeout=300):
 
 
 def test_help_lists_commands():
-    r = cow("--help")
-    assert r.returncode == 0
-    for cmd in ("demo", "run", "criticality", "phase-diagram", "activations"):
-        assert cmd in r.stdout
+    for args in (["--help"], []):
+        r = cow(*args)
+        assert r.returncode == 0
+        for cmd in ("demo", "run", "criticality", "phase-diagram", "activations"):
+            assert cmd in r.stdout
 
 
 def test_criticality_json_for_tanh_is_critical_at_cw_one():
@@ -41,8 +42,12 @@ def test_criticality_without_cw_prints_the_critical_initialisation():
     assert d["critical_init"] is True
     assert d["cw"] == pytest.approx(sc.critical_init("tanh", 0.05)[0], rel=1e-12)
     assert d["chi_perp"] == pytest.approx(1.0, abs=1e-9)
+    r = cow("criticality", "--activation", "relu", "--json")
+    assert r.returncode == 0
+    d = json.loads(r.stdout)
+    assert d["cw"] == 2.0 and d["cb"] == 0.0 and d["phase"] == "critical" and d["universality"] == "scale-invariant"
     r = cow("criticality", "--activation", "relu")
-    assert r.returncode == 0 and "critical" in r.stdout and "2" in r.stdout
+    assert r.returncode == 0 and "scale-invariant" in r.stdout
 
 
 def test_phase_diagram_writes_a_png(tmp_path):
@@ -67,9 +72,31 @@ def test_phase_diagram_writes_a_png(tmp_path):
         (["run", "criticality", "--set", 'cases=[{"label": "x", "activation": "bogus"}]'], "bogus"),
         (["run", "nosuchstudy"], "unknown study 'nosuchstudy'"),
         (["phase-diagram", "--activation", "tanh", "--out", "x.txt"], "must end in .png"),
+        (["phase-diagram", "--activation", "tanh", "--out", "x.png", "--n", "100000"], "--n=100000"),
+        (["phase-diagram", "--activation", "tanh", "--out", "a_dir.png"], "is a folder"),
+        (["criticality"], "Missing option '--activation'"),
+        (["criticality", "--activation", "tanh", "--cw", "abc"], "Invalid value for '--cw'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["run", "criticality", "--set"], "requires an argument"),
+        (["run", "criticality", "--set", "depth=true"], "depth=True"),
+        (["run", "criticality", "--set", "depth=2.5"], "depth=2.5"),
+        (["run", "criticality", "--set", "cases=5"], "cases=5"),
+        (["run", "criticality", "--set", "d_in=1000000000000"], "d_in=1000000000000"),
+        (["run", "criticality", "--set", 'cases=[{"activation": "tanh"}]'], "cases.0.label is required"),
+        (["run", "criticality", "--set", 'cases=[{"label": "a", "activation": "softplus"}]'], "softplus"),
+        (
+            ["run", "criticality", "--set", 'cases=[{"label": "a", "activation": "tanh", "cw": 1.0, "cb": null}]'],
+            "give cb",
+        ),
+        (["run", "criticality", "--out", "a_file"], "is a file"),
+        (["run", "criticality", "--out", "old_run"], "already holds a run"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
+    (tmp_path / "a_dir.png").mkdir()
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "old_run").mkdir()
+    (tmp_path / "old_run" / "report.md").write_text("an earlier run")
     r = cow(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
@@ -77,6 +104,9 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error: ") and needle in lines[0]
     assert not (tmp_path / "runs").exists()  # nothing half-written
+    assert (tmp_path / "a_file").read_text() == "keep me"  # nothing stored is lost
+    assert (tmp_path / "old_run" / "report.md").read_text() == "an earlier run"
+    assert not list(tmp_path.glob("*.tmp.png"))
 
 
 def test_run_small_study_writes_run_folder(tmp_path):

@@ -206,3 +206,69 @@ def test_nearly_critical_gelu_says_so():
     c = sc.criticality("gelu", cp.cw, cp.cb, K0=cp.cb + cp.cw)  # starts below the half-stable K*
     assert c.phase == "ordered" and c.xi_perp > 50
     assert any("nearly critical" in n for n in c.notes)
+
+
+def test_user_registered_activations_work_with_every_theory_function():
+    """Regression: autograd Taylor coefficients used to raise for piecewise-linear and linear user functions."""
+    import torch
+
+    from sphericalcow.activations import _ALIASES, _REGISTRY
+
+    saved = (dict(_REGISTRY), dict(_ALIASES))
+    try:
+        ht = sc.register_activation("hardtanh_t", torch.nn.functional.hardtanh, kinks=(-1.0, 1.0))
+        lin = sc.register_activation("double_t", lambda x: 2 * x)
+        assert sc.universality(ht)[0] == "other" and sc.universality(lin)[0] == "other"
+        cw, cb = sc.critical_init(ht, 0.1)
+        K, status = fixed_point(ht, cw, cb, 1.0)
+        assert status == 0 and float(chi_perpendicular(ht, cw, K)) == pytest.approx(1, abs=1e-9)
+        assert sc.criticality(lin, 0.25, 0.0).phase == "critical"  # chi = C_W * 2^2 = 1
+        with pytest.raises(SphericalCowError, match="no critical initialisation"):
+            sc.MLP(3, 4, 2, activation=lin)
+        assert sc.phase_diagram(ht, n=4).chi_perp.shape == (4, 4)
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved[0])
+        _ALIASES.clear()
+        _ALIASES.update(saved[1])
+
+
+def test_gelu_critical_point_is_half_stable_reached_from_above():
+    cp = sc.critical_point("gelu")
+    assert (cp.cw, cp.cb, cp.K_star) == pytest.approx((1.98306, 0.172922, 3.5616), abs=1e-4)
+    K_above, s1 = fixed_point("gelu", cp.cw, cp.cb, 1.3 * cp.K_star)
+    K_below, s2 = fixed_point("gelu", cp.cw, cp.cb, cp.cb + cp.cw)
+    assert s1 == 0 and float(K_above) == pytest.approx(cp.K_star, rel=1e-5)
+    assert s2 == 0 and float(K_below) == pytest.approx(3.035, abs=2e-3)  # the nearby stable fixed point
+
+
+@pytest.mark.parametrize("slope", np.linspace(-2, 2, 41))
+def test_scale_invariant_fixed_point_closed_form_over_slopes(slope):
+    act = sc.activation("leaky_relu", slope=float(slope))
+    A2 = (1 + slope**2) / 2
+    assert sc.criticality(act, None, 0.05).K_star == math.inf  # at 1/A2 with C_b > 0: linear growth
+    assert sc.criticality(act, 0.5 / A2, 0.05).K_star == pytest.approx(0.05 / 0.5, rel=1e-12)
+
+
+def test_chi_parallel_zero_K_limit_when_sigma0_is_nonzero():
+    """<sigma^2>_K = sigma_0^2 + (sigma_1^2 + 2 sigma_0 sigma_2) K + ...: softplus 0.4233 = ln2 ln2 ... limit."""
+    assert float(chi_parallel("softplus", 1.0, 0.0)) == pytest.approx(
+        float(chi_parallel("softplus", 1.0, 1e-7)), rel=1e-6
+    )
+    assert fixed_point("relu", 2.0, 0.05, 1.0, n_newton=0)[1] == 1
+
+
+def test_phase_diagram_critical_line_has_only_attracting_points():
+    """The traced line keeps chi_perp = 1 points that are not repelling along K (chi_par <= 1); GELU's repelling
+    ones below its critical C_b (where the boundary is a jump of K* to infinity) are left out."""
+    pd = sc.phase_diagram("gelu", np.linspace(1.0, 3.0, 5), np.linspace(0.0, 0.4, 5), n_line=9)
+    assert np.isnan(pd.line_cw[0])  # C_b = 0: no attracting critical point
+    drawn = 0
+    for cb, cw in zip(pd.line_cb, pd.line_cw, strict=True):
+        pts = {round(p.cw, 12): p for p in critical_line_points("gelu", float(cb))}
+        if np.isfinite(cw):
+            drawn += 1
+            assert pts[round(cw, 12)].chi_par <= 1 + 1e-9
+        else:
+            assert all(p.chi_par > 1 + 1e-9 for p in pts.values())
+    assert drawn >= 4

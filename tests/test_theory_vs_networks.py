@@ -77,3 +77,17 @@ def test_demo_defaults_and_a_larger_network_agree():
         result = study.run(make_config(get_study("criticality"), kw), progress=False)
         failed = [v.claim + " | " + v.detail for v in result.verdicts if not v.passed]
         assert not failed, failed
+
+
+def test_richardson_removes_an_exact_one_over_width_term_for_any_pair_of_widths():
+    """m(n) = m_inf + c/n exactly -> the extrapolation returns m_inf (also for odd widths, e.g. 5 and 2)."""
+
+    def fake(n):
+        v = 3.0 + 7.0 / n
+        one = np.array([v])
+        return study.Measured(n, one, one * 0 + 0.1, one, one * 0 + 0.1, one, one, one, {})
+
+    for na, nb in ((256, 128), (5, 2), (300, 7)):
+        m, se = study.richardson(fake(na), fake(nb), "K")
+        assert m[0] == pytest.approx(3.0, rel=1e-12)
+        assert se[0] == pytest.approx(0.1 * np.hypot(na, nb) / (na - nb), rel=1e-12)

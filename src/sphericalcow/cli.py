@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from typer.exceptions import TyperException
 
 from .errors import SphericalCowError
 
@@ -126,9 +127,13 @@ def phase_diagram_cmd(
 
     act = get_activation(activation)
     n = check_int("--n", n, minimum=2)
+    if n > 1001:
+        raise SphericalCowError(f"--n={n} is not allowed; expected 2 <= n <= 1001 grid points per axis")
     if out.suffix.lower() != ".png":
         raise SphericalCowError(f"--out={str(out)!r} must end in .png")
-    if out.parent and not out.parent.exists():
+    if out.is_dir():
+        raise SphericalCowError(f"--out={str(out)!r} is a folder; expected a .png file name")
+    if not out.parent.exists():
         raise SphericalCowError(f"--out={str(out)!r}: folder {str(out.parent)!r} does not exist")
     dcw, dcb = default_ranges(act)
     cw_hi = check_positive("--cw-max", cw_max) if cw_max is not None else dcw
@@ -140,8 +145,11 @@ def phase_diagram_cmd(
         adv(1)
     fig = plot_phase_diagram(pd)
     tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(out)
+    try:
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     if as_json:
         _print_json(pd.to_dict())
     else:
@@ -175,15 +183,37 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``cow`` console script."""
+    """Entry point of the ``cow`` console script: errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, prog_name="cow")
+        code = app(args=argv, prog_name="cow", standalone_mode=False)
+    except TyperException as e:  # usage errors from the (vendored) click parser
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `cow`: help, as if --help
+            sys.stdout.write(ctx.get_help() + "\n")
+            sys.exit(0)
+        cmd = getattr(ctx, "info_name", None)
+        hint = f" (see 'cow {cmd} --help')" if cmd and cmd != "cow" else " (see 'cow --help')"
+        _one_line(e.format_message() + hint)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _one_line("aborted")
+        sys.exit(130)
     except SphericalCowError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        _one_line(str(e))
+        sys.exit(2)
+    except OSError as e:  # unwritable or occupied paths: a bad --out, not a bug
+        _one_line(f"{e.strerror or e}: {e.filename!s}" if e.filename else str(e))
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted", markup=False)
+        _one_line("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str) -> None:
+    err_console.print("error: " + " ".join(message.split()), markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

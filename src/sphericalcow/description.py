@@ -73,6 +73,8 @@ class MLP:
             raise SphericalCowError(
                 f"parametrization={parametrization!r} is not allowed; expected one of {', '.join(PARAMETRIZATIONS)}"
             )
+        if not isinstance(residual, bool):
+            raise SphericalCowError(f"residual={residual!r} is not allowed; expected True or False")
         if residual and len(set(widths)) != 1:
             raise SphericalCowError(
                 f"residual MLP needs equal hidden widths (z + W sigma(z) adds vectors); got width={list(widths)}"

@@ -13,6 +13,8 @@ class SphericalCowError(ValueError):
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
     """Return ``float(value)`` if it is finite and > 0 (>= 0 with ``allow_zero``), else raise."""
+    if isinstance(value, bool):
+        raise SphericalCowError(f"{name}={value!r} is not a number; expected a finite real number")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -92,7 +92,8 @@ def _init(m: nn.Module, arch: MLP, generator: torch.Generator | None) -> None:
     assert isinstance(m, nn.Linear)
     with torch.no_grad():
         m.weight.normal_(0.0, math.sqrt(arch.cw / m.in_features), generator=generator)
-        m.bias.normal_(0.0, math.sqrt(arch.cb), generator=generator) if arch.cb > 0 else m.bias.zero_()
+        # draw then scale (also at C_b = 0) so one seed gives the same network in both parametrizations
+        m.bias.normal_(0.0, 1.0, generator=generator).mul_(math.sqrt(arch.cb))
 
 
 def build_mlp(arch: MLP, *, seed: int | None = None, dtype: Any = None, device: Any = None) -> MLPNet:

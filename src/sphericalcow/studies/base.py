@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,9 +22,10 @@ from ..report import Result, new_run_dir, write_run
 
 
 class StudyConfig(BaseModel):
-    """Base for study configs: unknown keys are errors, values are validated on assignment too."""
+    """Base for study configs: unknown keys are errors, values are validated on assignment too, and types are strict
+    (``--set depth=true`` or ``depth=2.5`` is an error, not depth=1 or 2)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,19 @@ def get_study(name: str) -> Study:
     if name not in STUDIES:
         raise SphericalCowError(f"unknown study {name!r}; allowed: {', '.join(sorted(STUDIES))}")
     return STUDIES[name]
+
+
+@contextmanager
+def threads_for_width(width: int) -> Iterator[None]:
+    """One intra-op thread for small networks (batches of a few inputs through layers narrower than 512: threading
+    costs more than it saves and collapses when other processes share the cores); the default above. Restored."""
+    before = torch.get_num_threads()
+    if width < 512:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -79,9 +94,25 @@ def make_config(study: Study, overrides: dict[str, Any] | None = None) -> StudyC
         return study.config(**overrides)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
-        got = err.get("input")
-        raise SphericalCowError(f"{loc}={got!r} is not allowed: {err['msg']}") from None
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            raise SphericalCowError(f"{loc} is required") from None
+        if not loc:  # a whole-config check (model validator): its message names the problem
+            raise SphericalCowError(msg) from None
+        raise SphericalCowError(f"{loc}={err.get('input')!r} is not allowed: {msg}") from None
+
+
+RUN_FILES = ("config.json", "results.json", "report.md", "report.html")
+
+
+def check_out_dir(out: Path) -> None:
+    """A run folder must be new or hold no earlier run: nothing already stored is overwritten."""
+    if out.exists() and not out.is_dir():
+        raise SphericalCowError(f"--out={str(out)!r} is a file; expected a folder for the run")
+    taken = [f for f in RUN_FILES if (out / f).exists()]
+    if taken:
+        raise SphericalCowError(f"--out={str(out)!r} already holds a run ({taken[0]}); choose a new folder")
 
 
 def run_study(
@@ -97,16 +128,11 @@ def run_study(
 
     study = get_study(name)
     config = make_config(study, overrides)
+    if out is not None:
+        check_out_dir(Path(out))
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    # Studies run many small networks (batches of a few inputs): one intra-op thread is fastest and does not
-    # collapse when other processes share the cores. Restored afterwards.
-    torch.set_num_threads(1)
-    try:
-        result = study.run(config, progress=progress)
-    finally:
-        torch.set_num_threads(threads)
+    result = study.run(config, progress=progress)
     result.meta.update(
         {
             "version": __version__,

@@ -2,9 +2,11 @@
 
 Claim (Roberts & Yaida 2022, ch. 5; Poole et al. 2016; Schoenholz et al. 2017): at initialisation the
 preactivation variance K^{(l)} and the correlation rho^{(l)} between two inputs follow the kernel recursion
-K^{(l+1)} = C_b + C_W <sigma sigma>_{K^{(l)}}; where chi_perp < 1 (ordered) nearby inputs become perfectly
-correlated with depth, where chi_perp > 1 (chaotic) they decorrelate, and on chi_perp = 1 (critical) both change
-only slowly. Measured: the same quantities over ``n_seeds`` random networks built from the same description.
+K^{(l+1)} = C_b + C_W <sigma sigma>_{K^{(l)}}. For tanh-like activations chi_perp < 1 (ordered) makes nearby inputs
+perfectly correlated with depth, chi_perp > 1 (chaotic) keeps them apart (rho -> rho* < 1), and on chi_perp = 1
+(critical) both change only as power laws. For scale-invariant activations (ReLU) at C_b = 0 the correlation map
+does not depend on C_W at all: the phase decides only whether K vanishes or explodes with depth. Measured: the same
+quantities over ``n_seeds`` random networks built from the same description.
 At finite width the measurement differs from the infinite-width theory at O(depth/width) (the finite-width
 study's subject); the report prints the aspect ratio next to every verdict.
 """
@@ -19,30 +21,34 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from ..activations import activation
 from ..description import MLP
+from ..errors import SphericalCowError
 from ..measure import probe_forward
 from ..progress import progress_bar
 from ..report import FigureSpec, Result, Table, Verdict
 from ..theory.criticality import critical_init, critical_point, criticality
 from ..theory.phase import default_ranges, phase_diagram, plot_phase_diagram
 from ..theory.recursions import kernel_profile
-from .base import Study, StudyConfig, register
+from .base import Study, StudyConfig, register, threads_for_width
 
 
 class Case(BaseModel):
-    """One network to measure. ``cw``/``cb`` None: both None = the activation's critical point
-    (chi_par = chi_perp = 1); only ``cw`` None = the critical line at that ``cb``."""
+    """One network to measure. ``cw`` and ``cb`` both None: the activation's critical point (chi_par = chi_perp = 1,
+    :func:`critical_point`); only ``cw`` None: the critical line at that ``cb``. ``K1`` is the first-layer kernel
+    K^{(1)} = C_b + C_W |x|^2/d of the inputs; None: from the study's ``q0``, except at a critical point with a finite
+    K* > 0, where the inputs start at K* (such points can be half-stable: reached from one side only)."""
 
-    model_config = ConfigDict(extra="forbid")
-    label: str
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label: str = Field(min_length=1)
     activation: str
     cw: float | None = Field(None, gt=0, allow_inf_nan=False)
     cb: float | None = Field(0.0, ge=0, allow_inf_nan=False)
+    K1: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("activation")
     @classmethod
@@ -50,13 +56,31 @@ class Case(BaseModel):
         activation(v)
         return v
 
-    def resolve(self) -> tuple[float, float]:
+    @model_validator(mode="after")
+    def _cb_with_cw(self) -> Case:
+        if self.cw is not None and self.cb is None:
+            raise ValueError(
+                f"case {self.label!r}: cb=None with cw={self.cw} (None means the critical point, "
+                "which sets both); give cb"
+            )
+        return self
+
+    def resolve(self, q0: float) -> tuple[float, float, float]:
+        """(C_W, C_b, K^{(1)}) of this case."""
+        K1 = self.K1
         if self.cw is not None:
-            return self.cw, self.cb or 0.0
-        if self.cb is None:
+            cw, cb = self.cw, self.cb or 0.0
+        elif self.cb is None:
             cp = critical_point(self.activation)
-            return cp.cw, cp.cb
-        return critical_init(self.activation, self.cb)
+            cw, cb = cp.cw, cp.cb
+            if K1 is None and math.isfinite(cp.K_star) and cp.K_star > 0:
+                K1 = cp.K_star
+        else:
+            cw, cb = critical_init(self.activation, self.cb)
+        K1 = cb + cw * q0 if K1 is None else K1
+        if K1 <= cb:
+            raise SphericalCowError(f"case {self.label!r}: K1={K1:g} must exceed cb={cb:g} (K1 = cb + cw |x|^2/d)")
+        return cw, cb, K1
 
 
 DEFAULT_CASES = [
@@ -74,7 +98,7 @@ class CriticalityConfig(StudyConfig):
     depth: int = Field(30, ge=1, le=5000, description="hidden layers")
     width: int = Field(256, ge=4, le=65536, description="hidden width n (also measured at n/2 to extrapolate)")
     n_seeds: int = Field(64, ge=3, le=100000, description="random initialisations per case and width")
-    d_in: int = Field(64, ge=2)
+    d_in: int = Field(64, ge=2, le=100_000)
     q0: float = Field(1.0, gt=0, allow_inf_nan=False, description="|x|^2 / d_in of both inputs")
     rho0: float = Field(0.5, gt=-1, lt=1, allow_inf_nan=False, description="cosine between the two inputs")
     parametrization: Literal["ntk", "standard"] = "ntk"
@@ -85,6 +109,19 @@ class CriticalityConfig(StudyConfig):
     seed: int = Field(0, ge=0)
     phase_grid: int = Field(31, ge=5, le=401, description="points per axis of each phase diagram")
     cases: list[Case] = Field(default_factory=lambda: [c.model_copy() for c in DEFAULT_CASES], min_length=1)
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> CriticalityConfig:
+        """Resolve every case (critical points, fixed points) before anything is measured."""
+        labels = [c.label for c in self.cases]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"case labels must be unique; got {labels}")
+        for c in self.cases:
+            try:
+                c.resolve(self.q0)
+            except SphericalCowError as e:
+                raise ValueError(str(e)) from None
+        return self
 
 
 def make_inputs(d_in: int, q0: float, rho0: float, seed: int) -> torch.Tensor:
@@ -141,10 +178,11 @@ class Measured:
 
 
 def richardson(a: Measured, b: Measured, attr: str) -> tuple[np.ndarray, np.ndarray]:
-    """Infinite-width extrapolation from widths n (a) and n/2 (b), removing the O(1/n) term:
-    m_inf = 2 m(n) - m(n/2), standard error sqrt(4 se_n^2 + se_{n/2}^2) (independent seeds)."""
-    m = 2 * getattr(a, attr) - getattr(b, attr)
-    se = np.sqrt(4 * getattr(a, attr + "_se") ** 2 + getattr(b, attr + "_se") ** 2)
+    """Infinite-width extrapolation from widths n_a > n_b removing the O(1/n) term of m(n) = m_inf + c/n + O(1/n^2):
+    m_inf = (n_a m_a - n_b m_b) / (n_a - n_b) (= 2 m(n) - m(n/2)), with the standard error of independent seeds."""
+    na, nb = a.width, b.width
+    m = (na * getattr(a, attr) - nb * getattr(b, attr)) / (na - nb)
+    se = np.sqrt((na * getattr(a, attr + "_se")) ** 2 + (nb * getattr(b, attr + "_se")) ** 2) / (na - nb)
     return m, se
 
 
@@ -155,7 +193,6 @@ def _max_abs_z(m: np.ndarray, se: np.ndarray, th: np.ndarray) -> float:
 
 
 def run(config: CriticalityConfig, *, progress: bool = True) -> Result:
-    x = make_inputs(config.d_in, config.q0, config.rho0, config.seed)
     dtype = getattr(torch, config.dtype)
     L, n = config.depth, config.width
     widths = (n, max(2, n // 2))
@@ -163,12 +200,16 @@ def run(config: CriticalityConfig, *, progress: bool = True) -> Result:
     rows, verdicts, data = [], [], {"cases": []}
     curves: dict[str, list] = defaultdict(list)
     timings: dict[str, float] = {}
-    seed_base = config.seed * 1_000_003
+    seed_base = config.seed * 1_000_000_007  # disjoint seed ranges for different config seeds
     total = len(config.cases) * config.n_seeds * 2
-    with progress_bar(total, "criticality: measuring networks", enabled=progress) as adv:
+    with (
+        progress_bar(total, "criticality: measuring networks", enabled=progress) as adv,
+        threads_for_width(n),
+    ):
         for ci, case in enumerate(config.cases):
-            cw, cb = case.resolve()
-            theo = criticality(case.activation, cw, cb, K0=float(cb + cw * config.q0))
+            cw, cb, K1 = case.resolve(config.q0)
+            x = make_inputs(config.d_in, (K1 - cb) / cw, config.rho0, config.seed)
+            theo = criticality(case.activation, cw, cb, K0=K1)
             meas = []
             t0 = time.perf_counter()
             for wi, w in enumerate(widths):
@@ -176,7 +217,7 @@ def run(config: CriticalityConfig, *, progress: bool = True) -> Result:
                     config.d_in, w, L, activation=case.activation, cw=cw, cb=cb, parametrization=config.parametrization
                 )
                 layers = arch.layer_names()[:-1]  # hidden layers; the d_out=1 readout has one neuron per network
-                seeds = [seed_base + 7919 * (2 * ci + wi) + s for s in range(config.n_seeds)]
+                seeds = [seed_base + (2 * ci + wi) * config.n_seeds + s for s in range(config.n_seeds)]
                 probe = probe_forward(
                     lambda s, a=arch: a.build(seed=s, dtype=dtype),
                     x.to(dtype),
@@ -312,7 +353,8 @@ def run(config: CriticalityConfig, *, progress: bool = True) -> Result:
     n_raw = sum(1 for r in rows if r[f"max |z| width {n}"] <= z_max)
     summary = (
         f"{len(rows)} networks of depth {L}, each measured at widths {n} and {widths[1]} over {config.n_seeds} "
-        f"random initialisations, on two inputs with |x|²/d = {config.q0:g} and cosine {config.rho0:g}. "
+        f"random initialisations, on two inputs with |x|²/d = {config.q0:g} and cosine {config.rho0:g} (a case at "
+        f"a critical point with a finite K* starts at K^(1) = K* instead: such points can be half-stable). "
         f"The infinite-width theory (kernel recursion, float64; tanh and GELU by quadrature) agrees with the "
         f"measurement extrapolated to infinite width in **{n_ok} of {len(rows)}** cases, and with the raw width-{n} "
         f"measurement in {n_raw} of {len(rows)}. Rule: |measured - theory| / standard error <= {z_max:.2f} at every "
@@ -341,7 +383,7 @@ def run(config: CriticalityConfig, *, progress: bool = True) -> Result:
         data=data,
         meta={
             "timings_s": timings,
-            "seeds": "seed_base + 7919 * (2 * case + width_index) + s",
+            "seeds": "seed_base + (2 * case + width_index) * n_seeds + s",
             "seed_base": seed_base,
             "widths": list(widths),
             "familywise_z": z_max,

@@ -68,12 +68,23 @@ def taylor_coefficients(act: Activation) -> tuple[float, float, float, float] | 
     if any(abs(k) < 1e-12 for k in act.kinks):
         return None
     z = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    y = act.torch(z)
-    out = [float(y.detach())]
-    g = y
-    for k in range(1, 4):
-        (g,) = torch.autograd.grad(g, z, create_graph=True)
-        out.append(float(g.detach()) / math.factorial(k) + 0.0)  # + 0.0: no "-0" in reports
+    try:
+        y = act.torch(z)
+        out = [float(y.detach())]
+        g = y
+        for k in range(1, 4):
+            if not g.requires_grad:  # the remaining derivatives vanish (e.g. a linear function)
+                out.extend([0.0] * (4 - k))
+                break
+            (g,) = torch.autograd.grad(g, z, create_graph=True, allow_unused=True)
+            if g is None:
+                out.extend([0.0] * (4 - k))
+                break
+            out.append(float(g.detach()) / math.factorial(k) + 0.0)  # + 0.0: no "-0" in reports
+    except (RuntimeError, TypeError, ValueError):
+        return None  # not differentiable three times through torch: no Taylor-based class
+    if not all(math.isfinite(v) for v in out):
+        return None
     return tuple(out)  # type: ignore[return-value]
 
 
@@ -82,7 +93,7 @@ def universality(act: str | Activation) -> tuple[str, dict[str, float]]:
     act = _act(act)
     if act.scale_invariant is not None:
         ap, am = act.scale_invariant
-        A2, A4 = (ap**2 + am**2) / 2, (ap**4 + am**4) / 2
+        A2, A4 = (ap * ap + am * am) / 2, (ap * ap * ap * ap + am * am * am * am) / 2
         return "scale-invariant", {"a_plus": ap, "a_minus": am, "A2": A2, "A4": A4, "cw_critical": 1 / A2}
     t = taylor_coefficients(act)
     if t is not None:
@@ -111,8 +122,10 @@ def chi_parallel(act: str | Activation, cw, K) -> np.ndarray:
         return np.broadcast_to(cw * universality(act)[1]["A2"], np.broadcast_shapes(cw.shape, K.shape)).copy()
     safe = np.where(K > 0, K, 1.0)
     val = cw * expect_zssd(act, safe) / safe
-    d0 = float(act.derivative(np.zeros(1))[0])
-    return np.where(K > 0, val, cw * d0**2)
+    t = taylor_coefficients(act)
+    # K -> 0: <sigma^2>_K = sigma_0^2 + (sigma_1^2 + 2 sigma_0 sigma_2) K + O(K^2)
+    d0 = t[1] ** 2 + 2 * t[0] * t[2] if t is not None else float(act.derivative(np.zeros(1))[0]) ** 2
+    return np.where(K > 0, val, cw * d0)
 
 
 def chi_perpendicular(act: str | Activation, cw, K) -> np.ndarray:
@@ -140,12 +153,14 @@ def fixed_point(act: str | Activation, cw, cb, K0=1.0, *, n_iter: int = 300, n_n
     cw, cb, K = (np.asarray(v, dtype=np.float64) for v in np.broadcast_arrays(cw, cb, K0))
     if act.scale_invariant is not None:
         slope = cw * universality(act)[1]["A2"]
-        grows = (slope > 1) | ((slope == 1) & (cb > 0))
+        marginal = np.isclose(slope, 1.0, rtol=1e-12, atol=0.0)
+        grows = ((slope > 1) & ~marginal) | (marginal & (cb > 0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            K_star = np.where(grows, np.inf, np.where(slope < 1, cb / (1 - slope), K))
+            K_star = np.where(grows, np.inf, np.where(marginal, K, cb / (1 - slope)))
         return K_star, np.where(grows, 1, 0)
     K = K.copy()
     diverged = np.zeros(K.shape, dtype=bool)
+    runaway = np.zeros(K.shape, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(n_iter):
             K = np.where(diverged, K, cb + cw * expect_sq(act, np.where(diverged, 1.0, K)))
@@ -278,11 +293,16 @@ def _h(act: Activation, K: np.ndarray) -> np.ndarray:
 
 
 def _roots(fun, grid: np.ndarray) -> list[float]:
-    vals = fun(grid)
+    """Roots of ``fun`` bracketed by sign changes on ``grid``. Values within round-off of zero (|v| <= 1e-12 (1 + K))
+    carry no sign: a function that is zero to machine precision over a range (a linear piece) has no isolated root."""
+    vals = np.asarray(fun(grid), dtype=np.float64)
+    sign = np.where(np.abs(vals) <= 1e-12 * (1 + grid), 0.0, np.sign(vals))
     out = []
-    for i in np.nonzero(np.sign(vals[:-1]) * np.sign(vals[1:]) < 0)[0]:
-        if np.isfinite(vals[i]) and np.isfinite(vals[i + 1]):
+    for i in np.nonzero(sign[:-1] * sign[1:] < 0)[0]:
+        try:
             out.append(brentq(lambda k: float(fun(np.array([k]))[0]), grid[i], grid[i + 1], xtol=1e-14, rtol=1e-13))
+        except ValueError:  # the bracket did not hold up under re-evaluation
+            continue
     return out
 
 
@@ -336,6 +356,12 @@ def critical_point(act: str | Activation) -> CriticalPoint:
 
     Exact for the named classes; otherwise solved along the critical line as a root in K of
     <z sigma sigma'>_K = K <sigma'^2>_K, with C_W = 1/<sigma'^2>_K and C_b = h(K) >= 0.
+
+    For the "other" class (GELU, SiLU) chi_par = 1 makes K* a double root of f(K) - K, so the fixed point is
+    half-stable: the recursion reaches it from one side only. For GELU (C_W, C_b, K*) = (1.98306, 0.172922, 3.5616)
+    it is reached from above; started below (e.g. K^{(1)} = C_b + C_W) it settles at the nearby stable fixed point
+    K = 3.035 with chi_perp = 0.994 (xi_perp = 166 layers). Networks meant to sit at criticality should start at
+    K^{(1)} >= K*.
     """
     act = _act(act)
     cls, consts = universality(act)

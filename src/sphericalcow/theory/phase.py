@@ -3,7 +3,9 @@
 For every grid point the fixed point K* reached from K^{(1)} = C_b + C_W q0 is found (:func:`fixed_point`) and
 chi_perp(K*) = C_W <sigma'^2>_{K*} evaluated (Roberts & Yaida 2022, eq. 5.10). The boundary chi_perp = 1 is the
 order-to-chaos transition of Poole et al. (2016) and Schoenholz et al. (2017, Fig. 1); the critical line is also
-traced directly, point by point, by :func:`critical_line_points` (an independent route to the same curve).
+traced directly, point by point, by :func:`critical_init` (roots of h(K*) = C_b, an independent route to the same
+curve). Where the boundary is a jump rather than a critical line (GELU and SiLU below their critical C_b, where K*
+runs off to infinity instead of crossing chi_perp = 1 continuously) no line is drawn.
 Where K grows without bound the susceptibilities are evaluated at K = 1e4 (their large-K value) and the point is
 flagged as diverging.
 """
@@ -20,7 +22,7 @@ from ..errors import SphericalCowError, check_int, check_positive
 from .criticality import (
     chi_parallel,
     chi_perpendicular,
-    critical_line_points,
+    critical_init,
     critical_point,
     fixed_point,
 )
@@ -111,15 +113,11 @@ def phase_diagram(
     chi_perp = np.where(status == 2, np.nan, chi_perp)
     line_cb = np.linspace(cb.min(), cb.max(), n_line)
     line_cw = np.full(n_line, np.nan)
-    from .criticality import critical_init
-
     for i, b in enumerate(line_cb):
-        try:
+        try:  # attracting critical points only: a repelling chi_perp = 1 point is no phase boundary
             line_cw[i] = critical_init(act, float(b))[0]
         except SphericalCowError:
-            pts = critical_line_points(act, float(b))
-            if pts:
-                line_cw[i] = pts[0].cw
+            pass
     return PhaseDiagram(act.spec, cw, cb, q0, K_star, chi_par, chi_perp, diverged, line_cb, line_cw)
 
 
