@@ -113,13 +113,18 @@ def universality(act: str | Activation) -> tuple[str, dict[str, float]]:
 # ----------------------------------------------------------------------------------------------------------------
 # Susceptibilities and fixed points (vectorised over numpy arrays)
 # ----------------------------------------------------------------------------------------------------------------
+def _scale_invariant_chi(act: Activation, cw: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """chi_par = chi_perp = C_W A_2 at every K for sigma = a_+ z (z > 0), a_- z (z < 0) (Roberts & Yaida §5.2)."""
+    return np.broadcast_to(cw * universality(act)[1]["A2"], np.broadcast_shapes(cw.shape, K.shape)).copy()
+
+
 def chi_parallel(act: str | Activation, cw, K) -> np.ndarray:
-    """chi_par(K) = C_W <z sigma sigma'>_K / K (eq. 5.9); its K -> 0 limit C_W sigma'(0)^2 at K = 0."""
+    """chi_par(K) = C_W <z sigma sigma'>_K / K (eq. 5.9); at K = 0 its limit C_W (sigma_1^2 + 2 sigma_0 sigma_2)."""
     act = _act(act)
     cw = np.asarray(cw, dtype=np.float64)
     K = np.asarray(K, dtype=np.float64)
     if act.scale_invariant is not None:
-        return np.broadcast_to(cw * universality(act)[1]["A2"], np.broadcast_shapes(cw.shape, K.shape)).copy()
+        return _scale_invariant_chi(act, cw, K)
     safe = np.where(K > 0, K, 1.0)
     val = cw * expect_zssd(act, safe) / safe
     t = taylor_coefficients(act)
@@ -134,7 +139,7 @@ def chi_perpendicular(act: str | Activation, cw, K) -> np.ndarray:
     cw = np.asarray(cw, dtype=np.float64)
     K = np.asarray(K, dtype=np.float64)
     if act.scale_invariant is not None:
-        return np.broadcast_to(cw * universality(act)[1]["A2"], np.broadcast_shapes(cw.shape, K.shape)).copy()
+        return _scale_invariant_chi(act, cw, K)
     return cw * expect_dsq(act, K)
 
 
