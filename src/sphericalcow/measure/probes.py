@@ -537,12 +537,8 @@ def probe_forward(
         a = arr[:, j]
         mean_d[name] = mean_ci(a[:, :k], axis=0, level=lv)
         var_d[name] = mean_ci(a[:, k : 2 * k], axis=0, level=lv)
-        corr_d[name] = Estimate(
-            mean=corr.mean[j], lo=corr.lo[j], hi=corr.hi[j], sem=corr.sem[j], n=corr.n, level=corr.level
-        )
-        kurt_d[name] = Estimate(
-            mean=kurt.mean[j], lo=kurt.lo[j], hi=kurt.hi[j], sem=kurt.sem[j], n=kurt.n, level=kurt.level
-        )
+        corr_d[name] = corr[j]
+        kurt_d[name] = kurt[j]
     return ForwardProbe(
         layers=names,
         n_seeds=n_seeds,

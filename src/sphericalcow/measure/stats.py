@@ -70,6 +70,12 @@ class Estimate:
         """Shape of the estimate (``()`` for a scalar)."""
         return np.shape(self.mean)
 
+    def __getitem__(self, index: Any) -> Estimate:
+        """The estimate of one element (or a slice) along the leading axes, e.g. one layer of a stacked estimate."""
+        return Estimate(
+            mean=self.mean[index], lo=self.lo[index], hi=self.hi[index], sem=self.sem[index], n=self.n, level=self.level
+        )
+
     def contains(self, value: Any) -> np.ndarray | bool:
         """Whether ``lo <= value <= hi`` (element-wise for arrays; False where the interval is NaN)."""
         v = np.asarray(value, dtype=np.float64)

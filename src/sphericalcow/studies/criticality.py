@@ -212,10 +212,11 @@ def run(config: CriticalityConfig, *, progress: bool = True) -> Result:
             theo = criticality(case.activation, cw, cb, K0=K1)
             meas = []
             t0 = time.perf_counter()
-            for wi, w in enumerate(widths):
-                arch = MLP(
-                    config.d_in, w, L, activation=case.activation, cw=cw, cb=cb, parametrization=config.parametrization
-                )
+            archs = [
+                MLP(config.d_in, w, L, activation=case.activation, cw=cw, cb=cb, parametrization=config.parametrization)
+                for w in widths
+            ]
+            for wi, arch in enumerate(archs):
                 layers = arch.layer_names()[:-1]  # hidden layers; the d_out=1 readout has one neuron per network
                 seeds = [seed_base + (2 * ci + wi) * config.n_seeds + s for s in range(config.n_seeds)]
                 probe = probe_forward(
@@ -227,11 +228,9 @@ def run(config: CriticalityConfig, *, progress: bool = True) -> Result:
                     level=config.level,
                     progress=lambda _i: adv(1),
                 )
-                meas.append(Measured.from_probe(w, probe, layers))
+                meas.append(Measured.from_probe(arch.widths[0], probe, layers))
             timings[case.label] = round(time.perf_counter() - t0, 3)
-            arch = MLP(
-                config.d_in, n, L, activation=case.activation, cw=cw, cb=cb, parametrization=config.parametrization
-            )
+            arch = archs[0]  # width n: the infinite-width theory does not depend on it
             prof = kernel_profile(arch, x.numpy())
             K_th, rho_th = prof.variance(0)[:L], prof.correlation(0, 1)[:L]
             big, half = meas

@@ -336,8 +336,11 @@ def critical_init(act: str | Activation, cb: float = 0.0) -> tuple[float, float]
     with depth), K* = 0 class at C_b = 0: C_W = 1/sigma_1^2 (tanh: 1; erf: pi/4). Otherwise the smallest fixed point
     K* > 0 with chi_perp = 1 that is not repelling along K (chi_par <= 1), found as a root of h(K*) = C_b.
     """
-    act = _act(act)
-    cb = check_positive("cb", cb, allow_zero=True)
+    return _critical_init(_act(act), check_positive("cb", cb, allow_zero=True))
+
+
+@lru_cache(maxsize=1024)  # pure in (activation, C_b); studies and phase diagrams ask repeatedly
+def _critical_init(act: Activation, cb: float) -> tuple[float, float]:
     cls, consts = universality(act)
     if cls == "scale-invariant" or (cls == "K*=0" and cb == 0.0):
         return float(consts["cw_critical"]), cb
@@ -368,7 +371,11 @@ def critical_point(act: str | Activation) -> CriticalPoint:
     K = 3.035 with chi_perp = 0.994 (xi_perp = 166 layers). Networks meant to sit at criticality should start at
     K^{(1)} >= K*.
     """
-    act = _act(act)
+    return _critical_point(_act(act))
+
+
+@lru_cache(maxsize=256)
+def _critical_point(act: Activation) -> CriticalPoint:
     cls, consts = universality(act)
     if cls == "scale-invariant":
         return CriticalPoint(consts["cw_critical"], 0.0, math.nan, 1.0)
