@@ -9,16 +9,20 @@
 
 __version__ = "0.1.0"
 
+from . import predict
 from .activations import Activation, activation, available_activations, register_activation
 from .description import MLP
 from .errors import SphericalCowError
-from .measure import probe_forward, record
+from .measure import empirical_nngp, empirical_ntk, monte_carlo_kernels, probe_forward, record
 from .studies import run_study
 from .theory import (
     critical_init,
     critical_point,
     criticality,
     kernel_profile,
+    kernels,
+    nngp,
+    ntk,
     phase_diagram,
     plot_phase_diagram,
     universality,
@@ -34,9 +38,16 @@ __all__ = [
     "critical_init",
     "critical_point",
     "criticality",
+    "empirical_nngp",
+    "empirical_ntk",
     "kernel_profile",
+    "kernels",
+    "monte_carlo_kernels",
+    "nngp",
+    "ntk",
     "phase_diagram",
     "plot_phase_diagram",
+    "predict",
     "probe_forward",
     "record",
     "register_activation",
