@@ -156,6 +156,171 @@ def phase_diagram_cmd(
         out_console.print(f"wrote {out}")
 
 
+_ARCH_KEYS = ("d_in", "width", "depth", "d_out", "activation", "cw", "cb", "parametrization", "residual")
+
+
+def _load_points(path: Path, option: str):
+    """A finite (N, d) float array from a .npy file (no pickles), or a one-line error naming the option."""
+    import numpy as np
+
+    if not path.is_file():
+        raise SphericalCowError(f"{option}={str(path)!r} does not exist or is not a file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise SphericalCowError(f"{option}={str(path)!r} is not a readable .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray):
+        raise SphericalCowError(f"{option}={str(path)!r} holds several arrays; expected one .npy array of shape (N, d)")
+    if arr.dtype.kind not in "fiu" or arr.ndim != 2 or 0 in arr.shape:
+        raise SphericalCowError(
+            f"{option}={str(path)!r} has shape {arr.shape} and dtype {arr.dtype}; expected a numeric (N, d) array"
+        )
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
+        raise SphericalCowError(f"{option}={str(path)!r} contains NaN or inf (first in row {row}); expected finite")
+    return arr
+
+
+def _arch_from_options(arch_file: Path | None, d_in: int, options: dict):
+    import tomllib
+
+    from .description import MLP
+
+    if arch_file is None:
+        kw = {k: v for k, v in options.items() if v is not None}
+        return MLP(d_in=d_in, **kw)
+    given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None and k != "d_out"]
+    if given:
+        raise SphericalCowError(f"--arch and {given[0]} both describe the network; give one or the other")
+    try:
+        spec = tomllib.loads(arch_file.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SphericalCowError(f"--arch={str(arch_file)!r} is not valid TOML ({e})") from None
+    spec = spec.get("mlp", spec)
+    unknown = sorted(set(spec) - set(_ARCH_KEYS) - {"kind"})
+    if unknown:
+        raise SphericalCowError(f"--arch: unknown key {unknown[0]!r}; allowed: {', '.join(_ARCH_KEYS)}")
+    spec.setdefault("d_in", d_in)
+    if spec["d_in"] != d_in:
+        raise SphericalCowError(f"--arch says d_in={spec['d_in']} but --x has {d_in} features")
+    if "depth" not in spec or "width" not in spec:
+        raise SphericalCowError("--arch must give depth and width")
+    return MLP.from_dict(spec)
+
+
+@app.command("kernel")
+def kernel_cmd(
+    x: Annotated[Path, typer.Option("--x", help="inputs, a .npy array of shape (N1, d)")],
+    out: Annotated[Path | None, typer.Option(help=".npz file for the kernels (not overwritten)")] = None,
+    x2: Annotated[Path | None, typer.Option("--x2", help="second inputs (N2, d); default: --x")] = None,
+    arch: Annotated[Path | None, typer.Option("--arch", help="TOML file with the MLP description")] = None,
+    depth: Annotated[int | None, typer.Option(help="hidden layers")] = None,
+    width: Annotated[int | None, typer.Option(help="hidden width (enters only the standard parametrization)")] = None,
+    activation: Annotated[
+        str | None, typer.Option(help="activation name or spec, e.g. relu, leaky_relu:slope=0.1")
+    ] = None,
+    cw: Annotated[float | None, typer.Option(help="C_W; omitted: critical for the activation at this C_b")] = None,
+    cb: Annotated[float | None, typer.Option(help="C_b (default 0)")] = None,
+    parametrization: Annotated[str | None, typer.Option(help="ntk (default) or standard")] = None,
+    residual: Annotated[bool | None, typer.Option("--residual/--no-residual", help="residual MLP")] = None,
+    get: Annotated[str, typer.Option(help="comma-separated: nngp, ntk")] = "nngp,ntk",
+    dtype: Annotated[str, typer.Option(help="float64 or float32 (outputs; computed in float64)")] = "float64",
+    method: Annotated[str, typer.Option(help="auto, closed, interpolation or quadrature")] = "auto",
+    block_size: Annotated[int, typer.Option(help="block edge for the blocked computation")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="progress bar")] = None,
+) -> None:
+    """Infinite-width NNGP/NTK of an MLP between the rows of --x (and --x2), saved as .npz (keys nngp, ntk)."""
+    import time
+
+    import numpy as np
+
+    from .theory.kernels import kernels
+
+    if out is None and not as_json:
+        raise SphericalCowError("give --out FILE.npz to save the kernels, or --json for a summary")
+    if out is not None:
+        if out.suffix.lower() != ".npz":
+            raise SphericalCowError(f"--out={str(out)!r} must end in .npz")
+        if out.exists():
+            raise SphericalCowError(f"--out={str(out)!r} already exists; choose a new file (nothing is overwritten)")
+        if not out.parent.exists():
+            raise SphericalCowError(f"--out={str(out)!r}: folder {str(out.parent)!r} does not exist")
+    a = _load_points(x, "--x")
+    b = None if x2 is None else _load_points(x2, "--x2")
+    if b is not None and b.shape[1] != a.shape[1]:
+        raise SphericalCowError(f"--x2 has {b.shape[1]} features but --x has {a.shape[1]}; they must match")
+    items = tuple(g.strip() for g in get.split(",") if g.strip())
+    options = {
+        "depth": depth,
+        "width": width,
+        "activation": activation,
+        "cw": cw,
+        "cb": cb,
+        "parametrization": parametrization,
+        "residual": residual,
+    }
+    if arch is None:
+        if depth is None or activation is None:
+            raise SphericalCowError("describe the network with --arch FILE.toml, or --depth and --activation")
+        if width is None and parametrization == "standard":
+            raise SphericalCowError("--width is required with --parametrization standard (its NTK grows with width)")
+        options["width"] = width if width is not None else 1  # does not enter NTK-parametrization kernels
+    description = _arch_from_options(arch, a.shape[1], options)
+    t0 = time.perf_counter()
+    res = kernels(
+        description,
+        a,
+        b,
+        get=items,
+        dtype=dtype,
+        method=method,
+        block_size=block_size,
+        progress=progress if progress is not None else None,
+    )
+    seconds = time.perf_counter() - t0
+    arrays = {g: res[g].numpy() for g in items}
+    if out is not None:
+        tmp = out.with_name(out.name + ".tmp.npz")
+        try:
+            np.savez(tmp, **arrays, x_shape=np.array(a.shape), x2_shape=np.array((b if b is not None else a).shape))
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    summary = {
+        "arch": description.to_dict(),
+        "shape": [a.shape[0], (b if b is not None else a).shape[0]],
+        "dtype": dtype,
+        "seconds": round(seconds, 4),
+        "out": str(out) if out is not None else None,
+        "kernels": {
+            g: {
+                "min": float(v.min()),
+                "max": float(v.max()),
+                "mean": float(v.mean()),
+                "mean_diagonal": float(np.diagonal(v).mean()) if b is None else None,
+            }
+            for g, v in arrays.items()
+        },
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    d = description
+    widths = f"widths {list(d.widths)}" if d.parametrization == "standard" else "infinite width"
+    out_console.print(
+        f"MLP depth {d.depth}, {d.activation.spec}, C_W={d.cw:.6g}, C_b={d.cb:.6g}, "
+        f"{d.parametrization} parametrization{', residual' if d.residual else ''}, {widths}"
+    )
+    for g, st in summary["kernels"].items():
+        out_console.print(
+            f"  {g}: {summary['shape'][0]} x {summary['shape'][1]}, min {st['min']:.6g}, "
+            f"max {st['max']:.6g}, mean {st['mean']:.6g}"
+        )
+    out_console.print(f"wrote {out} in {seconds:.2f} s")
+
+
 @app.command("activations")
 def activations_cmd() -> None:
     """List the registered activations and their universality class."""

@@ -45,7 +45,7 @@ def register(study: Study) -> Study:
 
 
 def get_study(name: str) -> Study:
-    from . import criticality  # noqa: F401  (registers itself)
+    from . import criticality, infinite_width  # noqa: F401  (register themselves)
 
     if name not in STUDIES:
         raise SphericalCowError(f"unknown study {name!r}; allowed: {', '.join(sorted(STUDIES))}")
