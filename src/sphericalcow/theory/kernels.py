@@ -92,15 +92,14 @@ PairMap = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], tuple[torch
 
 
 def _correlation(qa: torch.Tensor, qb: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """rho = K_ab / sqrt(K_aa K_bb) clipped to [-1, 1], 0 where a variance is 0.  sqrt(q q) = q exactly in IEEE
-    arithmetic, so an entry with K_ab = K_aa = K_bb gets rho = 1 exactly (arccos is ill-conditioned there)."""
-    den = torch.sqrt(qa[:, None] * qb[None, :])
-    rho = torch.div(K, den).clamp_(-1.0, 1.0)
-    # within a few ulps of +-1 the inputs are identical up to rounding: snap (the error this leaves for truly
-    # distinct inputs is below the sqrt(eps) floor that rounding of K already sets through arccos)
-    rho = torch.where(rho.abs() >= _SNAP, rho.sign(), rho)
-    if not bool((qa > 0).all() and (qb > 0).all()):
-        rho = torch.where(den > 0, rho, torch.zeros_like(rho))
+    """rho = K_ab / sqrt(K_aa K_bb) clipped to [-1, 1], 0 where a variance is 0, and snapped to +-1 within 8 ulps:
+    there the inputs are identical up to rounding, and arccos (slope 1/sqrt(1 - rho^2)) would turn one ulp of
+    rounding into 1e-8 errors; for truly distinct inputs that close the snap stays below that same floor."""
+    ra = torch.where(qa > 0, qa.clamp_min(1e-300).rsqrt(), torch.zeros_like(qa))
+    rb = torch.where(qb > 0, qb.clamp_min(1e-300).rsqrt(), torch.zeros_like(qb))
+    rho = torch.mul(K, ra[:, None]).mul_(rb[None, :]).clamp_(-1.0, 1.0)
+    rho.masked_fill_(rho >= _SNAP, 1.0)
+    rho.masked_fill_(rho <= -_SNAP, -1.0)
     return rho
 
 
