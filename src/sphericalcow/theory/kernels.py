@@ -31,7 +31,8 @@ Routes for the two-dimensional Gaussian expectations of each entry (``method``):
   ``1e-13`` relative, in each direction (one point in log K when all inputs have the same variance).  Measured
   against per-entry quadrature: see the tests (<= 1e-11 relative).
 * ``"quadrature"``: per-entry quadrature (~1 ms per entry and layer); ``"auto"`` uses it for activations without
-  closed forms when there are at most 3000 distinct entries (cheaper than a table), the tables above that.
+  closed forms when there are at most 5000 distinct entries (64 when all inputs share one variance): cheaper than
+  a table, which is used above that.
 
 Cost of the tables: ~33-65 points in theta when every input has the same variance (normalise the inputs, e.g. to
 the sphere, for speed: ~0.1 s per layer); with varying variances also 9-17 points in each log K direction, i.e.
@@ -65,7 +66,8 @@ _TOL = 1e-12
 _SNAP = 1.0 - 8 * np.finfo(np.float64).eps
 _MAX_THETA_POINTS = 1025
 _MAX_S_POINTS = 33
-_DIRECT_ENTRIES = 3000  # below this many distinct entries per layer, per-entry quadrature beats building a table
+_DIRECT_ENTRIES = 5000  # below this many distinct entries per layer, per-entry quadrature beats building a table
+_DIRECT_ENTRIES_CONST = 64  # the same when every input has the same variance (1-D tables of 33-65 points)
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,12 @@ def _pair_map(act: Activation, method: str, q_all: np.ndarray, need_dot: bool, n
     if method in ("auto", "closed") and closed:
         si = act.scale_invariant
         return _scale_invariant_map(*si) if si is not None else _numpy_closed_map(act)
-    if method == "quadrature" or (method == "auto" and n_entries <= _DIRECT_ENTRIES):
+    if method == "auto":  # per-entry quadrature when it is cheaper than building the table (~33-65 or ~5000 points)
+        pos = q_all[q_all > 0]
+        const = pos.size == 0 or float(np.log(pos.max() / pos.min())) <= 1e-13
+        if n_entries <= (_DIRECT_ENTRIES_CONST if const else _DIRECT_ENTRIES):
+            return _quadrature_map(act)
+    if method == "quadrature":
         return _quadrature_map(act)
     return _ChebTable(act, q_all, need_dot)
 
