@@ -9,11 +9,12 @@
 
 __version__ = "0.1.0"
 
-from . import predict
+from . import predict, sweep  # sweep: the package is callable, sc.sweep(spec, ...)
 from .activations import Activation, activation, available_activations, register_activation
 from .description import MLP
 from .errors import SphericalCowError
 from .measure import empirical_nngp, empirical_ntk, monte_carlo_kernels, probe_forward, record
+from .results import load_results
 from .studies import run_study
 from .theory import (
     critical_init,
@@ -42,6 +43,7 @@ __all__ = [
     "empirical_ntk",
     "kernel_profile",
     "kernels",
+    "load_results",
     "monte_carlo_kernels",
     "nngp",
     "ntk",
@@ -52,5 +54,6 @@ __all__ = [
     "record",
     "register_activation",
     "run_study",
+    "sweep",
     "universality",
 ]

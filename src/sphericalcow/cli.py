@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from typer.exceptions import TyperException
 
+from . import cli_sweep
 from .errors import SphericalCowError
 
 app = typer.Typer(
@@ -345,6 +346,9 @@ def version() -> None:
     from . import __version__
 
     out_console.print(__version__)
+
+
+cli_sweep.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
