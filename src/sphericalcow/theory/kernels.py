@@ -35,8 +35,10 @@ Routes for the two-dimensional Gaussian expectations of each entry (``method``):
   a table, which is used above that.
 
 Cost of the tables: ~33-65 points in theta when every input has the same variance (normalise the inputs, e.g. to
-the sphere, for speed: ~0.1 s per layer); with varying variances also 9-17 points in each log K direction, i.e.
-~3000-10000 quadratures (a few seconds) per layer.
+the sphere, for speed: ~0.1 s per layer); with varying variances also 9-33 points in each log K direction (the
+Chebyshev coefficients in log K decay only ~40x per order: 17 points already for a 1.45x range of variances),
+i.e. 5000-36000 quadratures, 15-35 s per layer and kernel on one core.  Variances spanning more than ~70x exceed
+33 points and raise (use method="quadrature").
 
 Memory: entries are computed in blocks of ``block_size`` x ``block_size`` through all layers, written into the
 outputs (only the upper triangle when x2 is None), so the peak is the outputs plus ~20 blocks.
@@ -98,8 +100,8 @@ def _correlation(qa: torch.Tensor, qb: torch.Tensor, K: torch.Tensor) -> torch.T
     """rho = K_ab / sqrt(K_aa K_bb) clipped to [-1, 1], 0 where a variance is 0, and snapped to +-1 within 8 ulps:
     there the inputs are identical up to rounding, and arccos (slope 1/sqrt(1 - rho^2)) would turn one ulp of
     rounding into 1e-8 errors; for truly distinct inputs that close the snap stays below that same floor."""
-    ra = torch.where(qa > 0, qa.clamp_min(1e-300).rsqrt(), torch.zeros_like(qa))
-    rb = torch.where(qb > 0, qb.clamp_min(1e-300).rsqrt(), torch.zeros_like(qb))
+    ra = torch.where(qa > 0, qa.rsqrt(), torch.zeros_like(qa))  # rsqrt(0) = inf is never selected
+    rb = torch.where(qb > 0, qb.rsqrt(), torch.zeros_like(qb))
     rho = torch.mul(K, ra[:, None]).mul_(rb[None, :]).clamp_(-1.0, 1.0)
     rho.masked_fill_(rho >= _SNAP, 1.0)
     rho.masked_fill_(rho <= -_SNAP, -1.0)
@@ -370,7 +372,9 @@ class _Layer:
     ds0: float = 0.0
 
 
-def _variances(arch, x: np.ndarray, standard: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _variances(
+    arch, x: np.ndarray, standard: bool, want_ntk: bool = True
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Diagonal K^{(l)}_{aa} and Theta^{(l)}_{aa}, l = 1..L+1, with overflow reported by layer."""
     act = arch.activation
     q = arch.cb + arch.cw * np.einsum("ij,ij->i", x, x) / x.shape[1]
@@ -389,7 +393,7 @@ def _variances(arch, x: np.ndarray, standard: bool) -> tuple[list[np.ndarray], l
             else:
                 th = (q_new if not standard else branch) + chi * th
             q = q_new
-            bad = not (np.isfinite(q).all() and np.isfinite(th).all())
+            bad = not (np.isfinite(q).all() and (np.isfinite(th).all() or not want_ntk))
             if bad:
                 what = "kernel" if not np.isfinite(q).all() else "NTK"
                 raise SphericalCowError(
@@ -411,6 +415,8 @@ def _as_inputs(x, name: str, d_in: int) -> np.ndarray:
 
 
 def _check_get(get: str | Sequence[str]) -> tuple[str, ...]:
+    if not isinstance(get, str | list | tuple):
+        raise SphericalCowError(f"get={get!r} is not allowed; expected 'nngp', 'ntk' or a tuple of them")
     items = (get,) if isinstance(get, str) else tuple(get)
     if not items:
         raise SphericalCowError("get is empty; allowed: 'nngp', 'ntk' or both")
@@ -463,8 +469,8 @@ def kernels(
     want_ntk = "ntk" in items
     standard = arch.parametrization == "standard"
 
-    qs1, _ = _variances(arch, a, standard)
-    qs2, _ = (qs1, None) if symmetric else _variances(arch, b, standard)
+    qs1, _ = _variances(arch, a, standard, want_ntk)
+    qs2, _ = (qs1, None) if symmetric else _variances(arch, b, standard, want_ntk)
     act = arch.activation
     layers: list[_Layer] = []
     for layer in range(1, arch.depth + 1):
