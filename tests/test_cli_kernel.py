@@ -30,6 +30,12 @@ def arrays(tmp_path):
                       "feat": g.standard_normal((4, 6)), "text": np.array(["a", "b"])}.items():
         paths[name] = tmp_path / f"{name}.npy"
         np.save(paths[name], arr)
+    paths["empty"] = tmp_path / "empty.npy"
+    paths["empty"].write_bytes(b"")
+    paths["badtoml"] = tmp_path / "bad.toml"
+    paths["badtoml"].write_text("mlp = 3\n")
+    paths["latin"] = tmp_path / "latin.toml"
+    paths["latin"].write_bytes(b"depth = 2\nactivation = '\xe9'\n")
     return x, x2, paths
 
 
@@ -85,6 +91,11 @@ def test_kernel_from_toml_json_summary_and_float32(arrays, tmp_path):
         (["--x", "{x}", "--depth", "2", "--activation", "relu", "--out", "k.txt"], ".npz"),
         (["--x", "{x}", "--depth", "2", "--activation", "relu", "--parametrization", "standard", "--json"], "--width"),
         (["--x", "{x}", "--depth", "2000", "--activation", "relu", "--cw", "3.0", "--json"], "overflows"),
+        (["--x", "{empty}", "--depth", "2", "--activation", "relu", "--json"], "not a readable"),
+        (["--x", "{x}", "--arch", "{badtoml}", "--json"], "must be a table"),
+        (["--x", "{x}", "--arch", "{latin}", "--json"], "not valid TOML"),
+        (["--x", "{x}", "--depth", "5", "--activation", "relu", "--cw", "1e10", "--dtype", "float32", "--json"],
+         "beyond float32"),
     ],
 )
 def test_kernel_bad_input_is_one_line(arrays, tmp_path, args, message):

@@ -168,7 +168,7 @@ def _load_points(path: Path, option: str):
         raise SphericalCowError(f"{option}={str(path)!r} does not exist or is not a file")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise SphericalCowError(f"{option}={str(path)!r} is not a readable .npy array ({e})") from None
     if not isinstance(arr, np.ndarray):
         raise SphericalCowError(f"{option}={str(path)!r} holds several arrays; expected one .npy array of shape (N, d)")
@@ -195,19 +195,58 @@ def _arch_from_options(arch_file: Path | None, d_in: int, options: dict):
     if given:
         raise SphericalCowError(f"--arch and {given[0]} both describe the network; give one or the other")
     try:
-        spec = tomllib.loads(arch_file.read_text())
-    except tomllib.TOMLDecodeError as e:
+        spec = tomllib.loads(arch_file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SphericalCowError(f"--arch={str(arch_file)!r} is not valid TOML ({e})") from None
     spec = spec.get("mlp", spec)
+    if not isinstance(spec, dict):
+        raise SphericalCowError(f"--arch={str(arch_file)!r}: [mlp] must be a table of keys, got {spec!r}")
     unknown = sorted(set(spec) - set(_ARCH_KEYS) - {"kind"})
     if unknown:
         raise SphericalCowError(f"--arch: unknown key {unknown[0]!r}; allowed: {', '.join(_ARCH_KEYS)}")
     spec.setdefault("d_in", d_in)
-    if spec["d_in"] != d_in:
-        raise SphericalCowError(f"--arch says d_in={spec['d_in']} but --x has {d_in} features")
-    if "depth" not in spec or "width" not in spec:
-        raise SphericalCowError("--arch must give depth and width")
+    if spec["d_in"] != d_in or isinstance(spec["d_in"], bool):
+        raise SphericalCowError(f"--arch says d_in={spec['d_in']!r} but --x has {d_in} features")
+    if "depth" not in spec:
+        raise SphericalCowError("--arch must give depth")
+    if "width" not in spec:
+        if spec.get("parametrization") == "standard":
+            raise SphericalCowError('--arch must give width with parametrization = "standard" (its NTK grows with it)')
+        spec["width"] = 1  # does not enter NTK-parametrization kernels
     return MLP.from_dict(spec)
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (no check)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _publish_npz(out: Path, arrays: dict, **extra) -> None:
+    """Write to a unique temporary file beside ``out`` and hard-link it into place: never overwrites a file that
+    appeared meanwhile (error instead), never touches other files."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npz")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays, **extra)
+        try:
+            os.link(tmp, out)
+        except FileExistsError:
+            raise SphericalCowError(f"--out={str(out)!r} appeared while computing; nothing was overwritten") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @app.command("kernel")
@@ -248,8 +287,20 @@ def kernel_cmd(
             raise SphericalCowError(f"--out={str(out)!r} already exists; choose a new file (nothing is overwritten)")
         if not out.parent.exists():
             raise SphericalCowError(f"--out={str(out)!r}: folder {str(out.parent)!r} does not exist")
+        import os
+
+        if not os.access(out.parent, os.W_OK):
+            raise SphericalCowError(f"--out={str(out)!r}: folder {str(out.parent)!r} is not writable")
     a = _load_points(x, "--x")
     b = None if x2 is None else _load_points(x2, "--x2")
+    n2 = a.shape[0] if b is None else b.shape[0]
+    need = a.shape[0] * n2 * (4 if dtype == "float32" else 8) * max(1, len(get.split(",")))
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise SphericalCowError(
+            f"the kernels of {a.shape[0]} x {n2} inputs need {need / 2**30:.1f} GiB; {avail / 2**30:.1f} GiB are "
+            "available (use --dtype float32, fewer inputs, or --get one kernel)"
+        )
     if b is not None and b.shape[1] != a.shape[1]:
         raise SphericalCowError(f"--x2 has {b.shape[1]} features but --x has {a.shape[1]}; they must match")
     items = tuple(g.strip() for g in get.split(",") if g.strip())
@@ -283,14 +334,12 @@ def kernel_cmd(
     seconds = time.perf_counter() - t0
     arrays = {g: res[g].numpy() for g in items}
     if out is not None:
-        tmp = out.with_name(out.name + ".tmp.npz")
-        try:
-            np.savez(tmp, **arrays, x_shape=np.array(a.shape), x2_shape=np.array((b if b is not None else a).shape))
-            tmp.replace(out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _publish_npz(out, arrays, x_shape=np.array(a.shape), x2_shape=np.array((b if b is not None else a).shape))
     summary = {
-        "arch": description.to_dict(),
+        "arch": {
+            **description.to_dict(),
+            "width": list(description.widths) if description.parametrization == "standard" else None,
+        },
         "shape": [a.shape[0], (b if b is not None else a).shape[0]],
         "dtype": dtype,
         "seconds": round(seconds, 4),

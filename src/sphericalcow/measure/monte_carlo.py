@@ -52,22 +52,17 @@ def monte_carlo_kernels(
     (sample standard deviation / sqrt(n_samples)); see the module docstring for the estimators.
     """
     from ..description import MLP
-    from ..theory.kernels import KERNELS
-    from ..theory.recursions import as_float64_array
+    from ..theory.kernels import _as_inputs, _check_get
 
     if not isinstance(arch, MLP):
         raise SphericalCowError(f"arch is a {type(arch).__name__}; expected an sc.MLP description")
     n_samples = check_int("n_samples", n_samples, minimum=2)
     seed = check_int("seed", seed, minimum=0)
-    items = (get,) if isinstance(get, str) else tuple(get)
-    for g in items:
-        if g not in KERNELS:
-            raise SphericalCowError(f"get={g!r} is not a kernel; allowed: 'nngp', 'ntk'")
-    a = torch.from_numpy(as_float64_array(x1, "x1")).to(dtype)
-    b = a if x2 is None else torch.from_numpy(as_float64_array(x2, "x2")).to(dtype)
-    for name, x in (("x1", a), ("x2", b)):
-        if x.shape[1] != arch.d_in:
-            raise SphericalCowError(f"{name} has {x.shape[1]} features; the architecture expects d_in={arch.d_in}")
+    items = _check_get(get)
+    if dtype not in (torch.float32, torch.float64):
+        raise SphericalCowError(f"dtype={dtype!r} is not allowed; allowed: torch.float32, torch.float64")
+    a = torch.from_numpy(_as_inputs(x1, "x1", arch.d_in)).to(dtype)
+    b = a if x2 is None else torch.from_numpy(_as_inputs(x2, "x2", arch.d_in)).to(dtype)
     sums = {g: torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64) for g in items}
     sqs = {g: torch.zeros_like(sums[g]) for g in items}
     with progress_bar(n_samples, "networks", enabled=progress) as advance:

@@ -3,13 +3,15 @@
 Claims.
 (1) At initialisation the empirical NTK and NNGP of one network of width n deviate from the analytic kernels by
     relative errors ~ n^{-1/2} (their fluctuations over initialisations are O(1/sqrt(n)); Jacot et al. 2018;
-    Roberts & Yaida 2022, eqs. 8.74 and 11.xx for the NTK variance). Measured: the Frobenius relative error of
+    Roberts & Yaida 2022, ch. 8 for the NTK's variance). Measured: the Frobenius relative error of
     each network's kernel on a set of inputs, fitted as err ~ n^p over widths and seeds; the verdict asks the
-    95% CI of p to contain -1/2.
+    95% CI of p to contain -1/2 and to be narrow enough (half-width <= 0.25) to mean something.
 (2) Trained by full-batch gradient descent on MSE, an infinitely wide network evolves as its linearisation with the
     analytic NTK (Lee et al. 2019, eqs. 9-11): the ensemble mean of f_t(x_test) is the NTK prediction
     Theta_* Theta^{-1} (I - (I - lr Theta / N)^t) y, and each network's own f_t is the NTK prediction given its
     initial function f_0 with a deviation that shrinks with width (Lee et al. 2019, Thm. 2.1: O(n^{-1/2})).
+    Here "its NTK prediction" uses the analytic Theta, not the network's own Theta_0 as in Lee et al., so the
+    deviation also holds Theta_0's O(n^{-1/2}) fluctuation; it scales the same way.
     Measured: ensembles of networks per width at several training times.
 """
 
@@ -39,7 +41,7 @@ class InfiniteWidthConfig(StudyConfig):
     activations: list[str] = Field(default_factory=lambda: ["relu", "tanh"], min_length=1)
     depth: int = Field(2, ge=1, le=100, description="hidden layers")
     cb: float = Field(0.0, ge=0, allow_inf_nan=False, description="bias variance; C_W is critical for it")
-    d_in: int = Field(8, ge=1, le=10_000)
+    d_in: int = Field(8, ge=2, le=10_000)
     widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512, 1024], min_length=3)
     n_seeds: int = Field(6, ge=3, le=10_000, description="networks per width for the kernel errors")
     n_inputs: int = Field(8, ge=2, le=512, description="inputs at which the kernels are compared")
@@ -77,8 +79,8 @@ class InfiniteWidthConfig(StudyConfig):
     @field_validator("times")
     @classmethod
     def _times(cls, v: list[int]) -> list[int]:
-        if any(t < 0 for t in v):
-            raise ValueError(f"times are step counts >= 0; got {v}")
+        if any(t < 0 for t in v) or max(v) < 1:
+            raise ValueError(f"times are step counts >= 0, at least one >= 1; got {v}")
         return sorted(set(v))
 
 
@@ -91,6 +93,11 @@ def _inputs(cfg: InfiniteWidthConfig, n: int, gen: np.random.Generator) -> np.nd
 def _target(x: np.ndarray) -> np.ndarray:
     """A smooth nonlinear target on the sphere: y = sin(2 u) + u v / 2 with u, v the first two coordinates."""
     return np.sin(2.0 * x[:, 0]) + 0.5 * x[:, 0] * x[:, 1 % x.shape[1]]
+
+
+def _seed(*parts: int) -> int:
+    """A network seed from (study seed, purpose, width, index) that never collides across widths."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def _slope(widths: np.ndarray, errs: np.ndarray, level: float) -> tuple[float, float, float]:
@@ -109,7 +116,7 @@ def _kernel_errors(cfg, arch_of, x, advance, dtype):
         errs_ntk, errs_nngp = [], []
         with threads_for_width(w):
             for s in range(cfg.n_seeds):
-                net = arch.build(seed=cfg.seed + 1000 * w + s, dtype=dtype)
+                net = arch.build(seed=_seed(cfg.seed, 0, w, s), dtype=dtype)
                 k_ntk = empirical_ntk(net, torch.from_numpy(x).to(dtype)).double()
                 k_nngp = empirical_nngp(net, torch.from_numpy(x).to(dtype)).double()
                 errs_ntk.append(float(torch.linalg.norm(k_ntk - theory.ntk) / torch.linalg.norm(theory.ntk)))
@@ -203,7 +210,7 @@ def run(cfg: InfiniteWidthConfig, *, progress: bool = True) -> Result:
                 f_te, dev = [], []
                 with threads_for_width(w):
                     for s in range(cfg.n_ensemble):
-                        tr, te = _train(cfg, lr, arch, xtr, ytr, xte, cfg.seed + 7919 * w + s, dtype)
+                        tr, te = _train(cfg, lr, arch, xtr, ytr, xte, _seed(cfg.seed, 1, w, s), dtype)
                         cond = gradient_descent_mse(
                             ntk[:n, :n],
                             ytr,
@@ -222,7 +229,9 @@ def run(cfg: InfiniteWidthConfig, *, progress: bool = True) -> Result:
                 dev = np.stack(dev)  # (ens, times)
                 mean = f_te.mean(0)
                 sem = f_te.std(0, ddof=1) / math.sqrt(cfg.n_ensemble)
-                z = np.abs(mean - pred.test_mean.numpy()) / np.where(sem > 0, sem, np.inf)
+                diff = np.abs(mean - pred.test_mean.numpy())
+                z = np.where(sem > 0, diff / np.where(sem > 0, sem, 1.0), np.where(diff > 0, np.inf, 0.0))
+                z = np.where(np.isfinite(mean), z, np.inf)  # a diverged network fails the check, visibly
                 worst_z = max(worst_z, float(z.max()))
                 mean_ok &= bool((z <= zcrit).all())
                 final = dev[:, -1]

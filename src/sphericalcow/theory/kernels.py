@@ -3,17 +3,17 @@
 Recursions (depth L hidden layers, readout l = L+1; sigma-expectations under the layer-l kernel):
 
 * NNGP (Roberts & Yaida 2022, eqs. 4.117-4.118; Lee et al. 2018, eq. 5):
-  K^{(1)} = C_b + C_W x.x'/n_0,   K^{(l+1)} = C_b + C_W <sigma(z) sigma(z')>_{K^{(l)}}.
+  K^{(1)} = C_b + C_W x.x'/n_0,   K^{(l+1)} = C_b + C_W <sigma(z) sigma(z')>_{K^{(l)}}   (z, z' at inputs x, x').
 * NTK, NTK parametrization (Jacot et al. 2018, Thm. 1; Arora et al. 2019, eq. 11 with biases):
   Theta^{(1)} = K^{(1)},   Theta^{(l+1)} = K^{(l+1)} + C_W <sigma'(z) sigma'(z')>_{K^{(l)}} Theta^{(l)}.
 * NTK, standard parametrization (W ~ N(0, C_W/fan_in) and b ~ N(0, C_b) are the trained parameters; Sohl-Dickstein
   et al. 2020, "On the infinite width limit of neural networks with a standard parameterization", §2):
-  dz_i/dW_ij = sigma_j, so the weights of layer l+1 contribute  n_l <sigma sigma'>  and every bias contributes 1:
+  dz_i/dW_ij = sigma_j, so the weights of layer l+1 contribute  n_l <sigma(z) sigma(z')>  and every bias 1:
   Theta^{(1)} = x.x' + 1,   Theta^{(l+1)} = n_l (K^{(l+1)} - C_b)/C_W + 1 + C_W <sigma' sigma'> Theta^{(l)}.
   This kernel grows with the widths n_l (it has no infinite-width limit: the learning rate has to shrink like
   1/n), so it uses the description's widths; in NTK parametrization widths do not enter.
 * Residual MLP (z^{(l+1)} = z^{(l)} + W sigma(z^{(l)}) + b for the hidden-to-hidden layers): the branch is
-  independent of z^{(l)} with mean zero, so K^{(l+1)} = K^{(l)} + C_b + C_W <sigma sigma'> and
+  independent of z^{(l)} with mean zero, so K^{(l+1)} = K^{(l)} + C_b + C_W <sigma(z) sigma(z')> and
   Theta^{(l+1)} = Theta^{(l)} (1 + C_W <sigma' sigma'>) + (branch parameters' term).
 
 The readout kernel is the same for every output (Theta_{ab} = Theta delta_{ab} at infinite width).
@@ -28,7 +28,7 @@ Routes for the two-dimensional Gaussian expectations of each entry (``method``):
   :mod:`sphericalcow.theory.gaussian` at Chebyshev-Lobatto points and evaluated as a Chebyshev series.  In theta
   the functions are smooth also for kinked activations (their (1 - rho)^{k+1/2} terms are powers of theta), so the
   series converges geometrically; the number of points doubles until the trailing coefficients fall below
-  ``1e-13`` relative, in each direction (one point in log K when all inputs have the same variance).  Measured
+  ``1e-12`` relative, in each direction (one point in log K when all inputs have the same variance).  Measured
   against per-entry quadrature: see the tests (<= 1e-11 relative).
 * ``"quadrature"``: per-entry quadrature (~1 ms per entry and layer); ``"auto"`` uses it for activations without
   closed forms when there are at most 5000 distinct entries (64 when all inputs share one variance): cheaper than
@@ -41,7 +41,7 @@ i.e. 5000-36000 quadratures, 15-35 s per layer and kernel on one core.  Variance
 33 points and raise (use method="quadrature").
 
 Memory: entries are computed in blocks of ``block_size`` x ``block_size`` through all layers, written into the
-outputs (only the upper triangle when x2 is None), so the peak is the outputs plus ~20 blocks.
+outputs (only the upper triangle when x2 is None), so the peak is the outputs plus ~20 blocks per worker thread.
 """
 
 from __future__ import annotations
@@ -372,9 +372,7 @@ class _Layer:
     ds0: float = 0.0
 
 
-def _variances(
-    arch, x: np.ndarray, standard: bool, want_ntk: bool = True
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _variances(arch, x: np.ndarray, standard: bool, want_ntk: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Diagonal K^{(l)}_{aa} and Theta^{(l)}_{aa}, l = 1..L+1, with overflow reported by layer."""
     act = arch.activation
     q = arch.cb + arch.cw * np.einsum("ij,ij->i", x, x) / x.shape[1]
@@ -469,8 +467,17 @@ def kernels(
     want_ntk = "ntk" in items
     standard = arch.parametrization == "standard"
 
-    qs1, _ = _variances(arch, a, standard, want_ntk)
-    qs2, _ = (qs1, None) if symmetric else _variances(arch, b, standard, want_ntk)
+    qs1, ths1 = _variances(arch, a, standard, want_ntk)
+    qs2, ths2 = (qs1, ths1) if symmetric else _variances(arch, b, standard, want_ntk)
+    if out_dtype == torch.float32:  # |K_ab| <= sqrt(K_aa K_bb), the same for Theta: the diagonals bound everything
+        big = float(torch.finfo(torch.float32).max)
+        for name, diag in (("NNGP", qs1[-1]), ("NNGP", qs2[-1]), ("NTK", ths1[-1]), ("NTK", ths2[-1])):
+            if (name == "NTK" and not want_ntk) or (name == "NNGP" and "nngp" not in items):
+                continue
+            if float(np.max(diag)) > big:
+                raise SphericalCowError(
+                    f"the {name} reaches {float(np.max(diag)):.3g}, beyond float32 (max {big:.3g}); use dtype=float64"
+                )
     act = arch.activation
     layers: list[_Layer] = []
     for layer in range(1, arch.depth + 1):
