@@ -23,7 +23,7 @@ def test_help_lists_commands():
     for args in (["--help"], []):
         r = cow(*args)
         assert r.returncode == 0
-        for cmd in ("demo", "run", "criticality", "phase-diagram", "activations"):
+        for cmd in ("demo", "run", "criticality", "phase-diagram", "kernel", "activations", "sweep", "results"):
             assert cmd in r.stdout
 
 
