@@ -1,0 +1,148 @@
+"""Tests of the single-input leading finite-width correction (sphericalcow.theory.finite_width)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import sphericalcow as sc
+from sphericalcow.theory.criticality import chi_parallel
+from sphericalcow.theory.finite_width import exact_homogeneous_kurtosis, exact_relu_kurtosis, finite_width
+
+# ---------------------------------------------------------------- 1. 1/n expansion vs the exact ReLU product formula
+
+
+def test_relu_leading_order_is_15_sum_inverse_widths_nonuniform():
+    # kappa^{(l+1)} = 15/n_l + kappa^{(l)} for ReLU, C_b = 0, any C_W: checks the n_l/n_{l-1} factor in V (d_in and
+    # the widths differ; a wrong ratio would leave d_in or neighbouring widths in the answer).
+    widths = [16, 48, 24, 40]
+    for d_in, cw in [(3, 2.0), (100, 1.3)]:
+        fw = finite_width(sc.MLP(d_in, widths, 4, activation="relu", cw=cw))
+        expected = 15.0 * np.concatenate([[0.0], np.cumsum(1.0 / np.array(widths))])
+        np.testing.assert_allclose(fw.kurtosis, expected, rtol=1e-12, atol=1e-14)
+        assert fw.V[0] == 0.0
+
+
+def test_relu_exact_minus_leading_order_is_second_order():
+    # The difference exact - LO must scale as 1/n^2: doubling n divides it by 4 up to O(1/n) (measured 4.00-4.10
+    # for n = 64..512; layer 3 is exactly 75/n^2, ratio 4).
+    diffs = []
+    for n in (64, 128, 256, 512):
+        lo = finite_width(sc.MLP(5, n, 4, activation="relu", cw=2.0)).kurtosis
+        ex = exact_relu_kurtosis([n] * 4)
+        diffs.append(ex - lo)
+    diffs = np.array(diffs)
+    assert np.all(diffs[:, 2:] > 0)
+    ratios = diffs[:-1, 2:] / diffs[1:, 2:]
+    assert np.all((ratios > 4.0 - 1e-9) & (ratios < 4.2)), ratios
+    assert np.all(np.diff(ratios, axis=0) <= 1e-9)  # approaching 4 as n grows
+    # and the leading coefficient: n^2 (exact - LO) -> 75 * (number of pairs k < k' < l) = 75 C(l-1, 2)
+    np.testing.assert_allclose(512**2 * diffs[-1], 75.0 * np.array([0, 0, 1, 3, 6]), rtol=0.05, atol=1e-9)
+
+
+def test_exact_relu_kurtosis_values_and_arch_form():
+    np.testing.assert_allclose(exact_relu_kurtosis([10, 20]), [0.0, 1.5, 3 * (1.5 * 1.25 - 1)], rtol=1e-14)
+    arch = sc.MLP(4, [10, 20], 2, activation="relu", cw=2.0)
+    np.testing.assert_allclose(exact_relu_kurtosis(arch), exact_relu_kurtosis([10, 20]), rtol=0)
+    with pytest.raises(sc.SphericalCowError):
+        exact_relu_kurtosis(sc.MLP(4, 10, 2, activation="tanh"))
+
+
+# ---------------------------------------------------------------- 2. Monte Carlo over real random networks
+
+
+def _measure(arch, n_nets: int, seed0: int = 1000):
+    """Pooled excess kurtosis per layer with a delta-method SE that treats networks as independent units."""
+    torch.set_num_threads(1)
+    x = torch.ones(1, arch.d_in, dtype=torch.float64)  # |x|^2 / d_in = 1, as finite_width(arch) assumes
+    names = arch.layer_names()
+    per_layer = [[] for _ in names]
+    for s in range(n_nets):
+        net = arch.build(seed=seed0 + s, dtype=torch.float64)
+        outs = {}
+        hooks = [
+            m.register_forward_hook(lambda m, i, o, name=name, outs=outs: outs.__setitem__(name, o[0].detach().numpy()))
+            for name, m in net.named_modules()
+            if name in names
+        ]
+        with torch.no_grad():
+            net(x)
+        for h in hooks:
+            h.remove()
+        for j, name in enumerate(names):
+            per_layer[j].append(outs[name])
+    kurt, se = [], []
+    for zs in per_layer:
+        z = np.asarray(zs)
+        m2, m4 = (z**2).mean(1), (z**4).mean(1)
+        M2, M4 = m2.mean(), m4.mean()
+        infl = m4 / M2**2 - 2 * M4 * m2 / M2**3
+        kurt.append(M4 / M2**2 - 3)
+        se.append(infl.std(ddof=1) / np.sqrt(len(z)))
+    return np.array(kurt), np.array(se)
+
+
+# Tolerance: 4 delta-method SEs (networks are the independent units; neurons of one network are correlated through
+# the shared stochastic metric) + the O(1/n^2) allowance. The SE itself is noisy for heavy tails (8th moments), so
+# 4 rather than 2-3 sigma. Allowance for ReLU: the exact |exact - LO| gap; for tanh (no exact formula) kappa_LO^2/2,
+# a heuristic scaled from ReLU where the gap is ~kappa^2/4 at depth 4.
+N_NETS = 2000
+
+
+def test_monte_carlo_relu_width32_depth4():
+    arch = sc.MLP(8, 32, 4, d_out=32, activation="relu", cw=2.0)
+    k, se = _measure(arch, N_NETS)
+    lo = finite_width(arch).kurtosis
+    ex = exact_relu_kurtosis(arch)
+    assert np.all(np.abs(k - ex) < 4 * se), (k, se, ex)
+    assert np.all(np.abs(k - lo) < 4 * se + np.abs(ex - lo)), (k, se, lo)
+    assert k[-1] > 5 * se[-1]  # the effect is resolved at the readout
+
+
+def test_monte_carlo_tanh_critical_width32_depth4():
+    arch = sc.MLP(8, 32, 4, d_out=32, activation="tanh")
+    k, se = _measure(arch, N_NETS)
+    lo = finite_width(arch).kurtosis
+    assert np.all(np.abs(k - lo) < 4 * se + lo**2 / 2), (k, se, lo)
+    assert k[-1] > 5 * se[-1]
+
+
+# ---------------------------------------------------------------- 3. invariants
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "sigmoid", "softplus", "linear"])
+def test_vertex_nonnegative_and_first_layer_gaussian(act):
+    for cb in (0.0, 0.3):
+        fw = finite_width(sc.MLP(6, [20, 30, 25], 3, activation=act, cw=1.6, cb=cb))
+        assert fw.V[0] == 0.0 and fw.kurtosis[0] == 0.0
+        assert np.all(fw.V >= 0) and np.all(fw.kurtosis >= 0)
+        assert fw.aspect_ratio == pytest.approx(1 / 20 + 1 / 30 + 1 / 25)
+
+
+def test_linear_is_not_gaussian_but_matches_exact_scale_mixture():
+    # Linear sigma: <z^4> - <z^2>^2 = 2K^2 != 0, so V != 0 (a deep linear net is a Gaussian scale mixture);
+    # the LO kurtosis is 6 sum 1/n_k and the exact one 3 [prod (1 + 2/n_k) - 1].
+    widths = [40, 80, 60]
+    fw = finite_width(sc.MLP(5, widths, 3, activation="linear", cw=1.7))
+    np.testing.assert_allclose(fw.K, 1.7 ** np.arange(1, 5), rtol=1e-13)
+    np.testing.assert_allclose(fw.V[1], 2 * 1.7**2 * fw.K[0] ** 2, rtol=1e-13)
+    np.testing.assert_allclose(fw.kurtosis, 6 * np.concatenate([[0], np.cumsum(1 / np.array(widths))]), rtol=1e-12)
+    ex = exact_homogeneous_kurtosis(widths, 3.0)
+    assert np.all(np.abs(ex - fw.kurtosis) <= 3 * 4 * (3 / 40) ** 2)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "gelu"])
+def test_kurtosis_exactly_inverse_in_width_and_chi_matches_criticality(act):
+    f1 = finite_width(sc.MLP(7, [16, 24, 32], 3, activation=act, cw=1.8, cb=0.1))
+    f2 = finite_width(sc.MLP(7, [32, 48, 64], 3, activation=act, cw=1.8, cb=0.1))
+    np.testing.assert_allclose(f2.kurtosis, f1.kurtosis / 2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(f1.K, f2.K, rtol=0)
+    np.testing.assert_allclose(f1.chi_par, chi_parallel(act, 1.8, f1.K), rtol=1e-10)
+
+
+def test_explicit_input_sets_first_kernel():
+    arch = sc.MLP(4, 16, 2, activation="tanh", cb=0.2)
+    x = np.array([1.0, -2.0, 0.5, 3.0])
+    fw = finite_width(arch, x)
+    assert fw.K[0] == pytest.approx(0.2 + arch.cw * (x @ x) / 4)
