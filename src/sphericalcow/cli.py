@@ -294,7 +294,8 @@ def kernel_cmd(
     a = _load_points(x, "--x")
     b = None if x2 is None else _load_points(x2, "--x2")
     n2 = a.shape[0] if b is None else b.shape[0]
-    need = a.shape[0] * n2 * (4 if dtype == "float32" else 8) * max(1, len(get.split(",")))
+    items = tuple(g.strip() for g in get.split(",") if g.strip())
+    need = a.shape[0] * n2 * (4 if dtype == "float32" else 8) * max(1, len(items))
     avail = _available_memory()
     if avail is not None and need > avail:
         raise SphericalCowError(
@@ -303,7 +304,6 @@ def kernel_cmd(
         )
     if b is not None and b.shape[1] != a.shape[1]:
         raise SphericalCowError(f"--x2 has {b.shape[1]} features but --x has {a.shape[1]}; they must match")
-    items = tuple(g.strip() for g in get.split(",") if g.strip())
     options = {
         "depth": depth,
         "width": width,

@@ -210,26 +210,26 @@ def run(cfg: InfiniteWidthConfig, *, progress: bool = True) -> Result:
             worst_z = 0.0
             for w in cfg.train_widths:
                 arch = arch_of(w)
-                f_te, dev = [], []
+                f_tr, f_te = [], []
                 with threads_for_width(w):
                     for s in range(cfg.n_ensemble):
                         tr, te = _train(cfg, lr, arch, xtr, ytr, xte, _seed(cfg.seed, 1, w, s), dtype)
-                        cond = gradient_descent_mse(
-                            ntk[:n, :n],
-                            ytr,
-                            lr,
-                            times,
-                            ntk_test_train=ntk[n:, :n],
-                            f0_train=tr[0],
-                            f0_test=te[0],
-                            gradient_flow=False,
-                        )
-                        # deviation of this network from its own linearised infinite-width prediction
-                        dev.append(np.sqrt(np.mean((te - cond.test_mean.numpy()) ** 2, axis=1)))
+                        f_tr.append(tr)
                         f_te.append(te)
                         advance(1)
-                f_te = np.stack(f_te)  # (ens, times, test)
-                dev = np.stack(dev)  # (ens, times)
+                f_tr, f_te = np.stack(f_tr), np.stack(f_te)  # (ens, times, train / test)
+                # each network's own linearised infinite-width prediction given its f_0; the prediction is linear in
+                # (y - f_0) plus f_0, so all networks go through one predictor with one column of targets each
+                lin = gradient_descent_mse(
+                    ntk[:n, :n],
+                    (ytr[None, :] - f_tr[:, 0]).T,
+                    lr,
+                    times,
+                    ntk_test_train=ntk[n:, :n],
+                    gradient_flow=False,
+                )
+                cond = np.moveaxis(lin.test_mean.numpy(), -1, 0) + f_te[:, :1]  # (ens, times, test)
+                dev = np.sqrt(np.mean((f_te - cond) ** 2, axis=2))  # (ens, times)
                 mean = f_te.mean(0)
                 sem = f_te.std(0, ddof=1) / math.sqrt(cfg.n_ensemble)
                 diff = np.abs(mean - pred.test_mean.numpy())

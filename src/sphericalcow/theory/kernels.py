@@ -66,6 +66,7 @@ __all__ = ["KERNELS", "KERNEL_METHODS", "Kernels", "kernels", "nngp", "ntk"]
 KERNELS = ("nngp", "ntk")
 KERNEL_METHODS = ("auto", "closed", "interpolation", "quadrature")
 _TOL = 1e-12
+_SAME_VARIANCE = 1e-13  # log K spread below which all inputs share one variance (1-D tables)
 _SNAP = 1.0 - 8 * np.finfo(np.float64).eps
 _MAX_THETA_POINTS = 1025
 _MAX_S_POINTS = 33
@@ -218,16 +219,22 @@ def _converged(coeffs: np.ndarray, axis: int) -> bool:
     return float(tail.max()) <= _TOL * scale
 
 
+def _log_variance_range(q_all: np.ndarray) -> tuple[float, float]:
+    """(min, max) of log K over the nonzero variances (0, 0 when there are none)."""
+    pos = q_all[q_all > 0]
+    if not pos.size:
+        return 0.0, 0.0
+    return float(np.log(pos.min())), float(np.log(pos.max()))
+
+
 class _ChebTable:
     """<sigma sigma> (and <sigma' sigma'>) for one layer as a Chebyshev series in (y_a, y_b, x):
     y = affine map of log K to [-1, 1] over the variances present, x = 2 theta / pi - 1."""
 
     def __init__(self, act: Activation, q_all: np.ndarray, need_dot: bool):
         self.act, self.need_dot = act, need_dot
-        pos = q_all[q_all > 0]
-        s = np.log(pos) if pos.size else np.zeros(1)
-        self.s_lo, self.s_hi = float(s.min()), float(s.max())
-        self.const = (self.s_hi - self.s_lo) <= 1e-13
+        self.s_lo, self.s_hi = _log_variance_range(q_all)
+        self.const = self.s_hi - self.s_lo <= _SAME_VARIANCE
         fns = [self._table_fn("cross")] + ([self._table_fn("dcross")] if need_dot else [])
         self.coeffs = [self._fit(fn) for fn in fns]
 
@@ -340,8 +347,8 @@ def _pair_map(act: Activation, method: str, q_all: np.ndarray, need_dot: bool, n
         si = act.scale_invariant
         return _scale_invariant_map(*si) if si is not None else _numpy_closed_map(act)
     if method == "auto":  # per-entry quadrature when it is cheaper than building the table (~33-65 or ~5000 points)
-        pos = q_all[q_all > 0]
-        const = pos.size == 0 or float(np.log(pos.max() / pos.min())) <= 1e-13
+        s_lo, s_hi = _log_variance_range(q_all)
+        const = s_hi - s_lo <= _SAME_VARIANCE
         if n_entries <= (_DIRECT_ENTRIES_CONST if const else _DIRECT_ENTRIES):
             return _quadrature_map(act)
     if method == "quadrature":
