@@ -44,9 +44,20 @@ def register(study: Study) -> Study:
     return study
 
 
-def get_study(name: str) -> Study:
-    from . import criticality, infinite_width  # noqa: F401  (register themselves)
+def _import_study_modules() -> None:
+    """Every module of this package except base registers its studies when imported."""
+    import importlib
+    import pkgutil
 
+    from .. import studies
+
+    for info in pkgutil.iter_modules(studies.__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{studies.__name__}.{info.name}")
+
+
+def get_study(name: str) -> Study:
+    _import_study_modules()
     if name not in STUDIES:
         raise SphericalCowError(f"unknown study {name!r}; allowed: {', '.join(sorted(STUDIES))}")
     return STUDIES[name]
