@@ -146,3 +146,70 @@ def test_explicit_input_sets_first_kernel():
     x = np.array([1.0, -2.0, 0.5, 3.0])
     fw = finite_width(arch, x)
     assert fw.K[0] == pytest.approx(0.2 + arch.cw * (x @ x) / 4)
+
+
+# ---------------------------------------------------------------- 4. class-universal slopes and NTK fluctuations
+
+
+@pytest.mark.parametrize("act", ["tanh", "erf", "sin"])
+def test_kstar0_class_kurtosis_slope_is_universal_two(act):
+    # PDLT §5.4: V/K^2 -> (2/3) l for every K*=0 activation at criticality, i.e. kappa n / l -> 2; the approach is
+    # 1 - O(log l / l) (tanh: 1.945 at l=101, 1.992 at l=1001), so the gap must shrink with depth.
+    from sphericalcow.theory.finite_width import universal_kurtosis_slope
+
+    cw, cb = sc.critical_init(act, 0.0)
+    cls, nu = universal_kurtosis_slope(act)
+    assert (cls, nu) == ("K*=0", 2.0)
+    gaps = []
+    for L in (50, 400):
+        fw = finite_width(sc.MLP(1, 1000, L, activation=act, cw=cw, cb=cb))
+        gaps.append(abs(fw.kurtosis[-1] * 1000 / (L + 1) - nu))
+    assert gaps[1] < gaps[0] / 3 and gaps[1] < 0.02, gaps
+
+
+@pytest.mark.parametrize("act,nu", [("relu", 15.0), ("linear", 6.0), ("abs", 6.0), ("leaky_relu:slope=0.5", None)])
+def test_scale_invariant_slope_is_exact_at_every_depth(act, nu):
+    from sphericalcow.theory.finite_width import moment_ratio, universal_kurtosis_slope
+
+    a = sc.activation(act)
+    ap, am = a.scale_invariant
+    if nu is None:  # 3 (r - 1) with r = 6 (1 + a^4) / (1 + a^2)^2 (Gaussian moments of a piecewise-linear sigma)
+        nu = 3 * (6 * (1 + 0.5**4) / (1 + 0.5**2) ** 2 - 1)
+    assert universal_kurtosis_slope(a) == ("scale-invariant", pytest.approx(nu, rel=1e-14))
+    fw = finite_width(sc.MLP(2, 50, 30, activation=a, cw=1.0 / ((ap**2 + am**2) / 2)))
+    np.testing.assert_allclose(fw.kurtosis, nu * np.arange(31) / 50, rtol=1e-10, atol=1e-13)
+    assert moment_ratio(a) == pytest.approx(nu / 3 + 1, rel=1e-14)
+    with pytest.raises(sc.SphericalCowError, match="no universal"):
+        universal_kurtosis_slope("gelu")
+
+
+def test_ntk_mean_matches_kernels_and_relu_b_closed_form():
+    # theta is the single-input infinite-width NTK of sc.ntk; for ReLU at C_W = 2, C_b = 0 every chi is 1, sigma'^4 =
+    # sigma'^2 = step, so B^{(l+1)} = 2 theta_l^2 + B^{(l)} with theta_l = 2 l: B^{(l)} = 8 sum_{k<l} k^2.
+    arch = sc.MLP(3, 40, 5, activation="tanh", cw=1.4, cb=0.2)
+    x = np.array([[1.0, -0.5, 2.0]])
+    fw = finite_width(arch, x[0])
+    assert fw.theta[-1] == pytest.approx(float(sc.ntk(arch, x)[0, 0]), rel=1e-10)
+    relu = finite_width(sc.MLP(1, 32, 5, activation="relu", cw=2.0))
+    k = np.arange(1, 7)
+    np.testing.assert_allclose(relu.theta, 2 * k, rtol=1e-13)
+    np.testing.assert_allclose(relu.B, [8 * sum(j * j for j in range(1, m)) for m in k], rtol=1e-12)
+    assert relu.A[0] == relu.B[0] == relu.D[0] == 0.0
+    assert finite_width(sc.MLP(1, 32, 2, activation="relu", parametrization="standard")).theta is None
+
+
+def test_ntk_variance_inverse_in_width_and_nonnegative():
+    for act in ("relu", "tanh", "gelu"):
+        f1 = finite_width(sc.MLP(4, 30, 4, activation=act, cw=1.5, cb=0.1))
+        f2 = finite_width(sc.MLP(4, 60, 4, activation=act, cw=1.5, cb=0.1))
+        np.testing.assert_allclose(f2.ntk_variance[1:], f1.ntk_variance[1:] / 2, rtol=1e-12)
+        assert np.all(f1.ntk_variance >= 0) and np.all(f1.A >= 0) and np.all(f1.B >= 0)
+        # Cauchy-Schwarz between neurons: |Cov(Theta_ii, Theta_kk)| <= Var(Theta_ii)
+        assert np.all(f1.ntk_cross_covariance <= f1.ntk_variance + 1e-15)
+
+
+def test_residual_and_bad_input():
+    with pytest.raises(sc.SphericalCowError, match="residual"):
+        finite_width(sc.MLP(3, 8, 2, activation="relu", residual=True))
+    with pytest.raises(sc.SphericalCowError, match="d_in"):
+        finite_width(sc.MLP(3, 8, 2, activation="relu"), [1.0, 2.0])

@@ -28,6 +28,25 @@ Note: a *linear* activation does NOT give V = 0: <z^4> - <z^2>^2 = 2 K^2, and a 
 is a Gaussian scale mixture (see :func:`exact_homogeneous_kurtosis`).  V = 0 holds only at the first layer.
 
 Exact check for ReLU (C_b = 0, any C_W, one input): see :func:`exact_relu_kurtosis`.
+
+NTK fluctuations at initialisation (one input; NTK parametrization, every parameter N(0, 1), unit learning rates;
+the single-input form of PDLT ch. 8, whose tensors A, B, D we follow in normalisation)
+    E[Theta_ii]                      = Theta^{(l)} + O(1/n),
+    Cov(Theta_ii, Theta_kk), i != k  = A^{(l)} / n_{l-1},      E[Theta_ik^2], i != k = B^{(l)} / n_{l-1},
+    Var(Theta_ii)                    = (A^{(l)} + 2 B^{(l)}) / n_{l-1},
+    Cov(Theta_ii, z_k^2), i != k     = D^{(l)} / n_{l-1}.
+Derivation.  Theta^{(l+1)}_ik = delta_ik G + w_i^T M w_k with G = C_b + (C_W/n) sum_j sigma_j^2 and
+M = (C_W/n) diag(sigma') Theta^{(l)} diag(sigma'), the rows w_i of the fresh N(0, 1) weights independent of layer l.
+Given layer l, w_i^T M w_i has mean tr M and variance 2 tr M^2, and E[(w_i^T M w_k)^2] = tr M^2; the neuron-level
+sums fluctuate through the previous layer's stochastic metric (variance V / n), NTK mean (A / n) and their
+covariance (D / n).  Linearising the Gaussian averages in those fluctuations gives, with n = n_l, rho = n_l/n_{l-1},
+h = sigma^2 + Theta sigma'^2, chi_perp = C_W <sigma'^2>, u = C_W d<h>/dK = chi_par + C_W Theta d<sigma'^2>/dK:
+    B^{(l+1)} = C_W^2 <sigma'^4> Theta^2  + rho chi_perp^2 B^{(l)},
+    D^{(l+1)} = C_W^2 Cov(sigma^2, h)      + rho chi_par (u V^{(l)} + chi_perp D^{(l)}),
+    A^{(l+1)} = C_W^2 Var(h)               + rho (u^2 V^{(l)} + 2 u chi_perp D^{(l)} + chi_perp^2 A^{(l)}),
+with A = B = D = 0 at the first layer (its NTK is deterministic for one input).  The B recursion has the book's
+form (PDLT eq. 8.89-ish: chi_perp^2 B plus a <sigma'^4> source); all three are checked against Monte Carlo over
+thousands of real networks in tests/test_finite_width.py.
 """
 
 from __future__ import annotations
@@ -42,7 +61,14 @@ from ..activations import Activation, activation
 from ..errors import SphericalCowError
 from .gaussian import expect1
 
-__all__ = ["FiniteWidth", "exact_homogeneous_kurtosis", "exact_relu_kurtosis", "finite_width"]
+__all__ = [
+    "FiniteWidth",
+    "exact_homogeneous_kurtosis",
+    "exact_relu_kurtosis",
+    "finite_width",
+    "moment_ratio",
+    "universal_kurtosis_slope",
+]
 
 
 @dataclass(frozen=True)
@@ -51,35 +77,90 @@ class FiniteWidth:
 
     ``K``: the infinite-width kernel K^{(l)}; ``V``: the four-point vertex V^{(l)} (PDLT normalisation,
     <zzzz>_conn = 3 V / n_{l-1}); ``kurtosis``: the leading-order excess kurtosis 3 V / (n_{l-1} K^2);
-    ``chi_par``: chi_par^{(l)} = dK^{(l+1)}/dK^{(l)} evaluated at K^{(l)}; ``fan_in``: n_{l-1};
-    ``aspect_ratio``: sum over hidden layers of 1/n_l (the expansion parameter).
+    ``four_point_cross``: the connected four-point function of two different neurons normalised by K^2,
+    (E[z_i^2 z_j^2] - E[z_i^2] E[z_j^2]) / K^2 = V / (n_{l-1} K^2) = kurtosis / 3;
+    ``kurtosis_exact``: the exact finite-width excess kurtosis where one exists (scale-invariant activation, C_b = 0,
+    :func:`exact_homogeneous_kurtosis`), else ``None``; ``chi_par``, ``chi_perp``: susceptibilities at K^{(l)};
+    ``fan_in``: n_{l-1}; ``aspect_ratio``: sum over hidden layers of 1/n_l (the expansion parameter).
+    NTK statistics (``None`` for the standard parametrization): ``theta`` the infinite-width NTK Theta^{(l)};
+    ``A``, ``B``, ``D`` (module docstring); ``ntk_variance`` = Var(Theta_ii) / Theta^2 = (A + 2B) / (n_{l-1} Theta^2),
+    the relative variance of one output's NTK over initialisations; ``ntk_cross_covariance`` = A / (n_{l-1} Theta^2).
     """
 
     K: np.ndarray
     V: np.ndarray
     kurtosis: np.ndarray
+    four_point_cross: np.ndarray
+    kurtosis_exact: np.ndarray | None
     chi_par: np.ndarray
+    chi_perp: np.ndarray
     fan_in: np.ndarray
     aspect_ratio: float
+    theta: np.ndarray | None
+    A: np.ndarray | None
+    B: np.ndarray | None
+    D: np.ndarray | None
+    ntk_variance: np.ndarray | None
+    ntk_cross_covariance: np.ndarray | None
+
+    def as_rows(self) -> list[dict[str, float]]:
+        """One dict per layer (``layer`` 1..L+1), for tables and JSON."""
+        rows = []
+        for i in range(len(self.K)):
+            row = {
+                "layer": i + 1,
+                "fan_in": int(self.fan_in[i]),
+                "r": float(np.sum(1.0 / self.fan_in[1 : i + 1])),
+                "K": float(self.K[i]),
+                "V": float(self.V[i]),
+                "kurtosis": float(self.kurtosis[i]),
+                "kurtosis_exact": None if self.kurtosis_exact is None else float(self.kurtosis_exact[i]),
+                "chi_par": float(self.chi_par[i]),
+                "chi_perp": float(self.chi_perp[i]),
+            }
+            if self.theta is not None:
+                row |= {"theta": float(self.theta[i]), "ntk_variance": float(self.ntk_variance[i])}
+            rows.append(row)
+        return rows
 
 
-def _gauss_moments(act: Activation, K: float) -> tuple[float, float, float]:
-    """<sigma^2>_K, <sigma^4>_K and <sigma^2 (z^2 - K)>_K."""
+@dataclass(frozen=True)
+class _Moments:
+    """Gaussian averages at one K that the recursions need."""
+
+    s2: float  # <sigma^2>
+    s4: float  # <sigma^4>
+    ds2: float  # d<sigma^2>/dK
+    p2: float  # <sigma'^2>
+    p4: float  # <sigma'^4>
+    dp2: float  # d<sigma'^2>/dK
+    s2p2: float  # <sigma^2 sigma'^2>
+
+
+def _moments(act: Activation, K: float, with_ntk: bool) -> _Moments:
+    """d<f>/dK = <f(z) (z^2 - K)> / (2 K^2) (differentiating the Gaussian density in K)."""
     kinks = act.kinks
     s2 = float(expect1(lambda z: act(z) ** 2, K, kinks=kinks))
     s4 = float(expect1(lambda z: act(z) ** 4, K, kinks=kinks))
-    s2z = float(expect1(lambda z: act(z) ** 2 * (z * z - K), K, kinks=kinks))
-    return s2, s4, s2z
+    ds2 = float(expect1(lambda z: act(z) ** 2 * (z * z - K), K, kinks=kinks)) / (2.0 * K * K) if K > 0 else np.nan
+    if not with_ntk:
+        return _Moments(s2, s4, ds2, np.nan, np.nan, np.nan, np.nan)
+    p2 = float(expect1(lambda z: act.derivative(z) ** 2, K, kinks=kinks))
+    p4 = float(expect1(lambda z: act.derivative(z) ** 4, K, kinks=kinks))
+    dp2 = float(expect1(lambda z: act.derivative(z) ** 2 * (z * z - K), K, kinks=kinks)) / (2.0 * K * K)
+    s2p2 = float(expect1(lambda z: act(z) ** 2 * act.derivative(z) ** 2, K, kinks=kinks))
+    return _Moments(s2, s4, ds2, p2, p4, dp2, s2p2)
 
 
 def finite_width(arch: Any, x: Any = None) -> FiniteWidth:
-    """Leading-order K^{(l)}, V^{(l)} and excess kurtosis of one neuron's preactivation for a single input.
+    """Leading-order K, V, kurtosis and NTK fluctuations (A, B, D) of one neuron for a single input, per layer.
 
-    ``arch``: a non-residual :class:`sphericalcow.MLP`.  ``x``: the input vector (length d_in); ``None`` means
-    any input with |x|^2 / d_in = 1, i.e. K^{(1)} = C_b + C_W.  Formulas: see the module docstring.
+    ``arch``: a non-residual :class:`sphericalcow.MLP` (any activation: Gaussian averages by quadrature split at
+    kinks; per-layer widths allowed).  ``x``: the input vector (length d_in); ``None`` means any input with
+    |x|^2 / d_in = 1, i.e. K^{(1)} = C_b + C_W.  Formulas and sources: the module docstring.
     """
     if getattr(arch, "residual", False):
-        raise SphericalCowError("finite_width supports plain (non-residual) MLPs only")
+        raise SphericalCowError("finite_width supports plain (non-residual) MLPs only; got residual=True")
     act = arch.activation
     cw, cb = float(arch.cw), float(arch.cb)
     if x is None:
@@ -89,22 +170,94 @@ def finite_width(arch: Any, x: Any = None) -> FiniteWidth:
         if xv.shape[0] != arch.d_in or not np.isfinite(xv).all():
             raise SphericalCowError(f"x must be a finite vector of length d_in={arch.d_in}; got shape {xv.shape}")
         q = float(xv @ xv) / arch.d_in
+    with_ntk = arch.parametrization == "ntk"
     fan_in = np.array([arch.d_in, *arch.widths], dtype=np.float64)  # n_{l-1} for l = 1..L+1
     n_layers = arch.depth + 1
-    K = np.empty(n_layers)
-    V = np.zeros(n_layers)
-    chi = np.empty(n_layers)
+    K, theta = np.empty(n_layers), np.empty(n_layers)
+    V, A, B, D = (np.zeros(n_layers) for _ in range(4))
+    chi, chi_perp = np.empty(n_layers), np.empty(n_layers)
     K[0] = cb + cw * q
+    theta[0] = cb + cw * q
     for i in range(n_layers):
-        s2, s4, s2z = _gauss_moments(act, K[i])
-        chi[i] = cw * s2z / (2.0 * K[i] ** 2) if K[i] > 0 else np.nan
-        if i + 1 < n_layers:
-            K[i + 1] = cb + cw * s2
-            # V^{(l+1)} = C_W^2 [<s^4> - <s^2>^2] + (n_l / n_{l-1}) chi^2 V^{(l)}; i is the 0-based layer l - 1.
-            V[i + 1] = cw**2 * (s4 - s2**2) + (fan_in[i + 1] / fan_in[i]) * chi[i] ** 2 * V[i]
+        m = _moments(act, K[i], with_ntk)
+        chi[i] = cw * m.ds2
+        chi_perp[i] = cw * m.p2
+        if i + 1 == n_layers:
+            break
+        rho = fan_in[i + 1] / fan_in[i]  # n_l / n_{l-1}; i is the 0-based layer l - 1
+        K[i + 1] = cb + cw * m.s2
+        var_s2 = m.s4 - m.s2**2
+        V[i + 1] = cw**2 * var_s2 + rho * chi[i] ** 2 * V[i]
+        if with_ntk:
+            th = theta[i]
+            theta[i + 1] = cb + cw * m.s2 + chi_perp[i] * th
+            cov_s2_p2 = m.s2p2 - m.s2 * m.p2
+            var_h = var_s2 + 2 * th * cov_s2_p2 + th**2 * (m.p4 - m.p2**2)
+            u = chi[i] + cw * th * m.dp2
+            B[i + 1] = cw**2 * m.p4 * th**2 + rho * chi_perp[i] ** 2 * B[i]
+            D[i + 1] = cw**2 * (var_s2 + th * cov_s2_p2) + rho * chi[i] * (u * V[i] + chi_perp[i] * D[i])
+            A[i + 1] = cw**2 * var_h + rho * (u**2 * V[i] + 2 * u * chi_perp[i] * D[i] + chi_perp[i] ** 2 * A[i])
     with np.errstate(divide="ignore", invalid="ignore"):
         kurt = np.where(K > 0, 3.0 * V / (fan_in * K**2), 0.0)
-    return FiniteWidth(K=K, V=V, kurtosis=kurt, chi_par=chi, fan_in=fan_in, aspect_ratio=float(arch.aspect_ratio))
+        ntk_var = (A + 2 * B) / (fan_in * theta**2) if with_ntk else None
+        ntk_cross = A / (fan_in * theta**2) if with_ntk else None
+    exact = None
+    if act.scale_invariant is not None and cb == 0.0:
+        exact = exact_homogeneous_kurtosis(arch.widths, moment_ratio(act))
+    return FiniteWidth(
+        K=K,
+        V=V,
+        kurtosis=kurt,
+        four_point_cross=kurt / 3.0,
+        kurtosis_exact=exact,
+        chi_par=chi,
+        chi_perp=chi_perp,
+        fan_in=fan_in,
+        aspect_ratio=float(arch.aspect_ratio),
+        theta=theta if with_ntk else None,
+        A=A if with_ntk else None,
+        B=B if with_ntk else None,
+        D=D if with_ntk else None,
+        ntk_variance=ntk_var,
+        ntk_cross_covariance=ntk_cross,
+    )
+
+
+def moment_ratio(act: str | Activation) -> float:
+    """<sigma^4>_K / <sigma^2>_K^2 of a scale-invariant activation (independent of K): 3 A_4 / A_2^2 with
+    A_2 = (a_+^2 + a_-^2)/2, A_4 = (a_+^4 + a_-^4)/2 (PDLT §5.2 notation).  ReLU: 6; linear: 3."""
+    act = activation(act) if isinstance(act, str) else act
+    if act.scale_invariant is None:
+        raise SphericalCowError(f"activation {act.label!r} is not scale-invariant; moment_ratio needs one")
+    ap, am = act.scale_invariant
+    A2, A4 = (ap**2 + am**2) / 2, (ap**4 + am**4) / 2
+    if A2 == 0:
+        raise SphericalCowError(f"activation {act.label!r} is identically zero")
+    return 3.0 * A4 / A2**2
+
+
+def universal_kurtosis_slope(act: str | Activation) -> tuple[str, float]:
+    """(class, nu): at criticality and large depth the excess kurtosis grows as kappa^{(l)} ~ nu * l / n.
+
+    Scale-invariant class (any C_W, C_b = 0): nu = 3 (moment_ratio - 1) exactly at leading order, since
+    chi_par K^{(l)} / K^{(l+1)} = 1 and each layer adds C_W^2 Var(sigma^2) / (K^{(l+1)})^2 = moment_ratio - 1 to
+    V / K^2 (PDLT §5.4; ReLU: nu = 15).
+    K*=0 class at its critical point (C_b = 0, C_W = 1/sigma_1^2): V^{(l)} / (K^{(l)})^2 -> (2/3) l, i.e. nu = 2 for
+    every member (PDLT §5.4, the universal 2/3; tanh, erf and sin reach it as 1 - O(log l / l)).
+    Other activations have no universal slope: :class:`SphericalCowError`.
+    """
+    from .criticality import universality
+
+    act = activation(act) if isinstance(act, str) else act
+    cls, _ = universality(act)
+    if cls == "scale-invariant":
+        return cls, 3.0 * (moment_ratio(act) - 1.0)
+    if cls == "K*=0":
+        return cls, 2.0
+    raise SphericalCowError(
+        f"activation {act.label!r} is in class {cls!r}, which has no universal kurtosis slope; "
+        "allowed: scale-invariant or K*=0 activations"
+    )
 
 
 def exact_homogeneous_kurtosis(widths: Sequence[int], moment_ratio: float) -> np.ndarray:
