@@ -27,7 +27,7 @@ import torch
 from ..errors import SphericalCowError
 from ..progress import progress_bar
 
-__all__ = ["EnsembleStatistics", "ensemble_statistics"]
+__all__ = ["EnsembleStatistics", "VelocitySamples", "ensemble_statistics", "ntk_velocity_samples"]
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,62 @@ def _forward(
         zs.append(z)
         h = act.torch(z)
     return zs, params
+
+
+@dataclass(frozen=True)
+class VelocitySamples:
+    """Per-network readout output ``f``, NTK ``theta`` and dNTK ``dH`` (output 0, one input), and the estimates
+    ``rate`` = mean of -2 f dH (E[dTheta/dt] at t = 0 under gradient flow) and ``cov_f2_theta`` = Cov(f^2, Theta),
+    each with its standard error over networks."""
+
+    f: np.ndarray
+    theta: np.ndarray
+    dH: np.ndarray
+    rate: float
+    rate_se: float
+    cov_f2_theta: float
+    cov_f2_theta_se: float
+
+
+def ntk_velocity_samples(
+    arch: Any, n_nets: int, *, x: Any = None, seed: int = 0, chunk: int = 500, dtype: torch.dtype = torch.float64
+) -> VelocitySamples:
+    """Measure dH = grad f . (Hessian of f) grad f on ``n_nets`` random networks (one batched double backward per
+    chunk: the gradient of sum_b g_b . stop(g_b) is H_b g_b for every network b), to compare with
+    :func:`sphericalcow.theory.finite_width.ntk_velocity`."""
+    if getattr(arch, "residual", False) or arch.parametrization != "ntk":
+        raise SphericalCowError("ntk_velocity_samples needs a plain MLP in NTK parametrization")
+    if not isinstance(n_nets, int) or isinstance(n_nets, bool) or n_nets < 2:
+        raise SphericalCowError(f"n_nets={n_nets!r} is not allowed; expected an integer >= 2")
+    xv = torch.ones(arch.d_in, dtype=dtype) if x is None else torch.as_tensor(np.asarray(x, np.float64), dtype=dtype)
+    if xv.shape != (arch.d_in,):
+        raise SphericalCowError(f"x must be a vector of length d_in={arch.d_in}; got shape {tuple(xv.shape)}")
+    sizes = [arch.d_in, *arch.widths, arch.d_out]
+    gen = torch.Generator().manual_seed(int(seed))
+    fs, ths, dhs = [], [], []
+    for c in range(-(-n_nets // chunk)):
+        b = min(chunk, n_nets - c * chunk)
+        zs, params = _forward(arch, sizes, xv, b, gen, dtype, requires_grad=True)
+        f = zs[-1][:, 0]
+        g = torch.autograd.grad(f.sum(), params, create_graph=True)
+        hg = torch.autograd.grad(
+            sum((t * t.detach()).sum() for t in g), params, allow_unused=True, materialize_grads=True
+        )
+        fs.append(f.detach().numpy())
+        ths.append(sum(t.detach().pow(2).flatten(1).sum(1) for t in g).numpy())
+        dhs.append(sum((t.detach() * h).flatten(1).sum(1) for t, h in zip(g, hg, strict=True)).numpy())
+    f, th, dH = np.concatenate(fs), np.concatenate(ths), np.concatenate(dhs)
+    est = -2.0 * f * dH
+    f2 = f * f
+    # Cov(f^2, Theta) = E[f^2 Theta] - E[f^2] E[Theta]; influence function for its standard error
+    cov = float(np.mean(f2 * th) - f2.mean() * th.mean())
+    infl = (f2 - f2.mean()) * (th - th.mean())
+    return VelocitySamples(
+        f=f,
+        theta=th,
+        dH=dH,
+        rate=float(est.mean()),
+        rate_se=float(est.std(ddof=1) / math.sqrt(len(est))),
+        cov_f2_theta=cov,
+        cov_f2_theta_se=float(infl.std(ddof=1) / math.sqrt(len(est))),
+    )

@@ -34,7 +34,7 @@ the single-input form of PDLT ch. 8, whose tensors A, B, D we follow in normalis
     E[Theta_ii]                      = Theta^{(l)} + O(1/n),
     Cov(Theta_ii, Theta_kk), i != k  = A^{(l)} / n_{l-1},      E[Theta_ik^2], i != k = B^{(l)} / n_{l-1},
     Var(Theta_ii)                    = (A^{(l)} + 2 B^{(l)}) / n_{l-1},
-    Cov(Theta_ii, z_k^2), i != k     = D^{(l)} / n_{l-1}.
+    Cov(Theta_ii, z_k^2), i != k     = D^{(l)} / n_{l-1},      Cov(Theta_ii, z_i^2) = (D^{(l)} + 2 F^{(l)}) / n_{l-1}.
 Derivation.  Theta^{(l+1)}_ik = delta_ik G + w_i^T M w_k with G = C_b + (C_W/n) sum_j sigma_j^2 and
 M = (C_W/n) diag(sigma') Theta^{(l)} diag(sigma'), the rows w_i of the fresh N(0, 1) weights independent of layer l.
 Given layer l, w_i^T M w_i has mean tr M and variance 2 tr M^2, and E[(w_i^T M w_k)^2] = tr M^2; the neuron-level
@@ -44,7 +44,10 @@ h = sigma^2 + Theta sigma'^2, chi_perp = C_W <sigma'^2>, u = C_W d<h>/dK = chi_p
     B^{(l+1)} = C_W^2 <sigma'^4> Theta^2  + rho chi_perp^2 B^{(l)},
     D^{(l+1)} = C_W^2 Cov(sigma^2, h)      + rho chi_par (u V^{(l)} + chi_perp D^{(l)}),
     A^{(l+1)} = C_W^2 Var(h)               + rho (u^2 V^{(l)} + 2 u chi_perp D^{(l)} + chi_perp^2 A^{(l)}),
-with A = B = D = 0 at the first layer (its NTK is deterministic for one input).  The B recursion has the book's
+    F^{(l+1)} = C_W^2 <sigma^2 sigma'^2> Theta           + rho chi_par^2 F^{(l)}
+(F: given layer l, Cov(w^T M w, (a.w)^2) = 2 a^T M a with a = sqrt(C_W/n) sigma; the off-diagonal part of a^T M a
+needs E[Theta_jk f(z_j) f(z_k)] = <f'>^2 F / n by Stein's lemma, with C_W <(sigma sigma')'> = chi_par),
+with A = B = D = F = 0 at the first layer (its NTK is deterministic for one input).  The B recursion has the book's
 form (PDLT eq. 8.89-ish: chi_perp^2 B plus a <sigma'^4> source); all three are checked against Monte Carlo over
 thousands of real networks in tests/test_finite_width.py.
 """
@@ -67,6 +70,7 @@ __all__ = [
     "exact_relu_kurtosis",
     "finite_width",
     "moment_ratio",
+    "ntk_velocity",
     "universal_kurtosis_slope",
 ]
 
@@ -83,7 +87,8 @@ class FiniteWidth:
     :func:`exact_homogeneous_kurtosis`), else ``None``; ``chi_par``, ``chi_perp``: susceptibilities at K^{(l)};
     ``fan_in``: n_{l-1}; ``aspect_ratio``: sum over hidden layers of 1/n_l (the expansion parameter).
     NTK statistics (``None`` for the standard parametrization): ``theta`` the infinite-width NTK Theta^{(l)};
-    ``A``, ``B``, ``D`` (module docstring); ``ntk_variance`` = Var(Theta_ii) / Theta^2 = (A + 2B) / (n_{l-1} Theta^2),
+    ``A``, ``B``, ``D``, ``F`` (module docstring);
+    ``ntk_variance`` = Var(Theta_ii) / Theta^2 = (A + 2B) / (n_{l-1} Theta^2),
     the relative variance of one output's NTK over initialisations; ``ntk_cross_covariance`` = A / (n_{l-1} Theta^2).
     """
 
@@ -100,6 +105,7 @@ class FiniteWidth:
     A: np.ndarray | None
     B: np.ndarray | None
     D: np.ndarray | None
+    F: np.ndarray | None
     ntk_variance: np.ndarray | None
     ntk_cross_covariance: np.ndarray | None
 
@@ -174,7 +180,7 @@ def finite_width(arch: Any, x: Any = None) -> FiniteWidth:
     fan_in = np.array([arch.d_in, *arch.widths], dtype=np.float64)  # n_{l-1} for l = 1..L+1
     n_layers = arch.depth + 1
     K, theta = np.empty(n_layers), np.empty(n_layers)
-    V, A, B, D = (np.zeros(n_layers) for _ in range(4))
+    V, A, B, D, F = (np.zeros(n_layers) for _ in range(5))
     chi, chi_perp = np.empty(n_layers), np.empty(n_layers)
     K[0] = cb + cw * q
     theta[0] = cb + cw * q
@@ -195,6 +201,7 @@ def finite_width(arch: Any, x: Any = None) -> FiniteWidth:
             var_h = var_s2 + 2 * th * cov_s2_p2 + th**2 * (m.p4 - m.p2**2)
             u = chi[i] + cw * th * m.dp2
             B[i + 1] = cw**2 * m.p4 * th**2 + rho * chi_perp[i] ** 2 * B[i]
+            F[i + 1] = cw**2 * m.s2p2 * th + rho * chi[i] ** 2 * F[i]
             D[i + 1] = cw**2 * (var_s2 + th * cov_s2_p2) + rho * chi[i] * (u * V[i] + chi_perp[i] * D[i])
             A[i + 1] = cw**2 * var_h + rho * (u**2 * V[i] + 2 * u * chi_perp[i] * D[i] + chi_perp[i] ** 2 * A[i])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -216,6 +223,7 @@ def finite_width(arch: Any, x: Any = None) -> FiniteWidth:
         aspect_ratio=float(arch.aspect_ratio),
         theta=theta if with_ntk else None,
         A=A if with_ntk else None,
+        F=F if with_ntk else None,
         B=B if with_ntk else None,
         D=D if with_ntk else None,
         ntk_variance=ntk_var,
@@ -293,3 +301,50 @@ def exact_relu_kurtosis(widths: Any) -> np.ndarray:
             raise SphericalCowError("exact_relu_kurtosis needs a plain ReLU MLP with cb = 0")
         widths = arch.widths
     return exact_homogeneous_kurtosis(widths, 6.0)
+
+
+@dataclass(frozen=True)
+class NTKVelocity:
+    """The initial rate of change of the NTK under gradient flow, at one input (see :func:`ntk_velocity`).
+
+    ``rate``: E[dTheta/dt] at t = 0; ``relative``: rate / Theta^2 (the relative change of Theta per unit of the
+    natural time Theta t); ``coefficient``: n_L x relative, the O(1/n) coefficient; ``theta``: the mean NTK.
+    """
+
+    rate: float
+    relative: float
+    coefficient: float
+    theta: float
+    aspect_ratio: float
+
+
+def ntk_velocity(arch: Any, x: Any = None) -> NTKVelocity:
+    """E[dTheta/dt] at t = 0 for gradient flow on one input x with loss (1/2)(f - y)^2, f the first output.
+
+    dTheta/dt = -2 (f - y) dH with the dNTK dH = sum_{mu nu} d^2 f/dtheta_mu dtheta_nu df/dtheta_mu df/dtheta_nu
+    (PDLT ch. 11); E[dH] = 0 (the readout's sign symmetry), so E[dTheta/dt] = -2 E[f dH] for every target y.
+    For a scale-invariant activation with C_b = 0 and NTK parametrization (theta ~ N(0, I)), f is positively
+    homogeneous of degree one in each layer's weights (theta . grad f = (L+1) f) and piecewise linear in each
+    weight (Laplacian of f = 0 almost everywhere), so Gaussian integration by parts gives exactly
+        E[f dH] = (1/2) E[f grad f . grad Theta] = (1/2) [(L+1) E[f^2 Theta] - E[Theta^2]].
+    E[f^2] = K and E[Theta] = Theta hold exactly there, (L+1) K Theta = Theta^2, and the 1/n parts are
+    Cov(f^2, Theta) = (D + 2F)/n_L and Var Theta = (A + 2B)/n_L (:func:`finite_width`), so at leading order
+        E[dTheta/dt] = -[(L+1)(D + 2F) - (A + 2B)] / n_L.
+    Other activations need the book's P, Q recursions (PDLT §11.2), not implemented: they raise.
+    """
+    act = arch.activation
+    if act.scale_invariant is None or float(arch.cb) != 0.0 or arch.parametrization != "ntk":
+        raise SphericalCowError(
+            f"ntk_velocity needs a scale-invariant activation with cb = 0 in NTK parametrization; got "
+            f"{act.label!r}, cb={arch.cb}, parametrization={arch.parametrization!r}"
+        )
+    fw = finite_width(arch, x)
+    n_L = fw.fan_in[-1]
+    L1 = arch.depth + 1
+    rate = -(L1 * (fw.D[-1] + 2 * fw.F[-1]) - (fw.A[-1] + 2 * fw.B[-1])) / n_L
+    theta = float(fw.theta[-1])
+    rel = rate / theta**2
+    return NTKVelocity(
+        rate=float(rate), relative=float(rel), coefficient=float(rel * n_L), theta=theta, aspect_ratio=fw.aspect_ratio
+    )
+
