@@ -9,7 +9,7 @@
 
 __version__ = "0.1.0"
 
-from . import predict, sweep  # sweep: the package is callable, sc.sweep(spec, ...)
+from . import data, predict, sweep  # sweep: the package is callable, sc.sweep(spec, ...)
 from .activations import Activation, activation, available_activations, register_activation
 from .description import MLP
 from .errors import SphericalCowError
@@ -20,10 +20,13 @@ from .theory import (
     critical_init,
     critical_point,
     criticality,
+    finite_width,
     kernel_profile,
     kernels,
+    learning_rates,
     nngp,
     ntk,
+    ntk_velocity,
     phase_diagram,
     plot_phase_diagram,
     universality,
@@ -39,14 +42,18 @@ __all__ = [
     "critical_init",
     "critical_point",
     "criticality",
+    "data",
     "empirical_nngp",
     "empirical_ntk",
+    "finite_width",
     "kernel_profile",
     "kernels",
+    "learning_rates",
     "load_results",
     "monte_carlo_kernels",
     "nngp",
     "ntk",
+    "ntk_velocity",
     "phase_diagram",
     "plot_phase_diagram",
     "predict",
