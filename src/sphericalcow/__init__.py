@@ -13,7 +13,15 @@ from . import data, predict, sweep  # sweep: the package is callable, sc.sweep(s
 from .activations import Activation, activation, available_activations, register_activation
 from .description import MLP
 from .errors import SphericalCowError
-from .measure import empirical_nngp, empirical_ntk, monte_carlo_kernels, probe_forward, record
+from .measure import (
+    empirical_nngp,
+    empirical_ntk,
+    monte_carlo_kernels,
+    plot_weight_spectra,
+    probe_forward,
+    record,
+    weight_spectra,
+)
 from .results import load_results
 from .studies import run_study
 from .theory import (
@@ -56,6 +64,7 @@ __all__ = [
     "ntk_velocity",
     "phase_diagram",
     "plot_phase_diagram",
+    "plot_weight_spectra",
     "predict",
     "probe_forward",
     "record",
@@ -63,4 +72,5 @@ __all__ = [
     "run_study",
     "sweep",
     "universality",
+    "weight_spectra",
 ]

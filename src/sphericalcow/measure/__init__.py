@@ -1,5 +1,6 @@
 """Measurements on real PyTorch networks: forward probes over seeds and confidence intervals."""
 
+from sphericalcow.measure.finite_width import EnsembleStatistics, ensemble_statistics, ntk_velocity_samples
 from sphericalcow.measure.monte_carlo import MonteCarloKernels, monte_carlo_kernels
 from sphericalcow.measure.ntk import NTK_METHODS, NTK_OUTPUTS, empirical_nngp, empirical_ntk
 from sphericalcow.measure.probes import (
@@ -12,23 +13,42 @@ from sphericalcow.measure.probes import (
     resolve_layers,
 )
 from sphericalcow.measure.stats import Estimate, bootstrap_ci, bootstrap_means_ci, mean_ci
+from sphericalcow.measure.weight_spectra import (
+    LayerSpectrum,
+    WeightSpectra,
+    fit_marchenko_pastur,
+    fit_power_law,
+    marchenko_pastur_pdf,
+    plot_weight_spectra,
+    weight_spectra,
+)
 
 __all__ = [
     "MODES",
     "NTK_METHODS",
     "NTK_OUTPUTS",
+    "EnsembleStatistics",
     "Estimate",
     "ForwardProbe",
+    "LayerSpectrum",
     "ModelProbe",
     "MonteCarloKernels",
+    "WeightSpectra",
     "bootstrap_ci",
     "bootstrap_means_ci",
     "empirical_nngp",
     "empirical_ntk",
+    "ensemble_statistics",
+    "fit_marchenko_pastur",
+    "fit_power_law",
+    "marchenko_pastur_pdf",
     "mean_ci",
     "monte_carlo_kernels",
+    "ntk_velocity_samples",
+    "plot_weight_spectra",
     "probe_forward",
     "probe_model",
     "record",
     "resolve_layers",
+    "weight_spectra",
 ]
