@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from sphericalcow.cli import main
-from sphericalcow.theory.teacher_student import integrate_ode, random_order_parameters, symmetric_plateau
+from sphericalcow.cli_ode import ode_summary
+from sphericalcow.theory.teacher_student import integrate_ode, ode_rhs, random_order_parameters, symmetric_plateau
 
 COW = shutil.which("cow", path=str(Path(sys.executable).parent)) or "cow"
 
@@ -87,6 +88,9 @@ def test_ode_error_through_the_console_script():
         (["--steps", "0"], "--steps=0"),
         (["--noise", "nan"], "--noise=nan"),
         (["--out", "x.txt"], "must end in .csv"),
+        (["--seed", "-1"], "--seed=-1"),
+        (["--steps", "100000000000", "--N", "1"], "at most 1e+10"),
+        (["--steps", "100000000", "--N", "1"], "t_max = steps / N <= 10000"),
     ],
 )
 def test_ode_errors_are_one_line(args, needle, capsys):
@@ -94,6 +98,30 @@ def test_ode_errors_are_one_line(args, needle, capsys):
     assert code == 2
     assert needle in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_ode_seed_is_validated_through_the_console_script():
+    r = cow("ode", "--seed", "-1")
+    assert r.returncode == 2 and "--seed=-1" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ode_plateau_uses_the_second_layer_rate():
+    """--lr-v 0 with --train both never moves v: the plateau is the first-layer one, not the eta_v = eta one."""
+    common = dict(K=2, M=2, lr=1.0, steps=2000, N=100, train="both")
+    p0 = ode_summary(lr_v=0.0, **common)["plateau"]
+    assert p0["eps_g"] == pytest.approx(symmetric_plateau(2, 1.0, train="first").eps_g, rel=1e-12)
+    assert p0["v"] == 1.0
+    p1 = ode_summary(lr_v=None, **common)["plateau"]
+    assert p1["eps_g"] == pytest.approx(symmetric_plateau(2, 1.0, train="both").eps_g, rel=1e-12)
+    assert abs(p0["eps_g"] - p1["eps_g"]) > 1e-3
+    # eta_v != eta, eta_v > 0: same fixed point (dv/dt is eta_v times a function of Q, R, v), and it is one of the
+    # full ODE at eta_v
+    p3 = ode_summary(lr_v=0.3, **common)["plateau"]
+    assert p3["eps_g"] == pytest.approx(p1["eps_g"], rel=1e-12)
+    Q, R, T, v, vs = symmetric_plateau(2, 1.0, train="both").order_parameters()
+    dQ, dR, dv = ode_rhs(Q, R, T, v, vs, lr=1.0, lr_v=0.3, train="both")
+    assert max(np.abs(dQ).max(), np.abs(dR).max(), np.abs(dv).max()) < 1e-10
 
 
 def test_ode_is_listed_in_help(capsys):

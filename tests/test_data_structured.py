@@ -245,3 +245,27 @@ def test_digits_split_is_standardised_disjoint_and_seeded():
         digits(classes=[3], seed=0)
     with pytest.raises(SphericalCowError, match="n_test"):
         digits(n_test=5000, seed=0)
+
+
+STRUCTURED = {
+    "gaussian_mixture": lambda seed, dtype: gaussian_mixture(n=8, d=3, seed=seed, dtype=dtype),
+    "hidden_manifold": lambda seed, dtype: hidden_manifold(n=8, N=6, D=2, seed=seed, dtype=dtype),
+    "rhm_split": lambda seed, dtype: rhm_split(v=3, m=2, n_c=2, s=2, L=2, n_train=4, n_test=2, seed=seed, dtype=dtype)[
+        0
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURED))
+def test_structured_generators_share_the_dtype_forms_and_the_seed_rule(name):
+    """The same dtype forms as the teacher, parity and polynomial generators (torch dtypes or "float32"/"float64"),
+    and a seed that is an int >= 0, else a one-line SphericalCowError."""
+    make = STRUCTURED[name]
+    for dtype, want in (("float32", torch.float32), (torch.float64, torch.float64), ("float64", torch.float64)):
+        assert make(0, dtype).x.dtype == want
+    for bad in (-1, "x", 1.5):
+        with pytest.raises(SphericalCowError, match="seed=") as e:
+            make(bad, "float32")
+        assert "\n" not in str(e.value)
+    with pytest.raises(SphericalCowError, match="dtype="):
+        make(0, "float16")

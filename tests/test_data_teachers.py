@@ -146,3 +146,29 @@ def test_product_of_inputs_moments():
         assert abs(y2.mean().item() - 3.0**-n) < 5 * y2.std().item() / math.sqrt(len(y2))
     with pytest.raises(SphericalCowError, match="distribution"):
         product_of_inputs(n=2, P=2, seed=0, distribution="cauchy")
+
+
+GENERATORS = {
+    "soft_committee": lambda seed, dtype: soft_committee(N=8, M=2, P=4, seed=seed, dtype=dtype),
+    "mlp_teacher": lambda seed, dtype: mlp_teacher(
+        MLP(d_in=3, width=4, depth=1, activation="tanh", cw=1.0), P=4, seed=seed, dtype=dtype
+    ),
+    "sparse_parity": lambda seed, dtype: sparse_parity(n=6, k=2, P=4, seed=seed, dtype=dtype),
+    "random_polynomial": lambda seed, dtype: random_polynomial(n=3, degree=2, P=4, seed=seed, dtype=dtype),
+    "product_of_inputs": lambda seed, dtype: product_of_inputs(n=3, P=4, seed=seed, dtype=dtype),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_generators_share_the_dtype_forms_and_the_seed_rule(name):
+    """Every generator takes torch.float32/float64 or "float32"/"float64", and a seed that is an int >= 0; anything
+    else is a one-line SphericalCowError (not a raw numpy/torch error, not silently accepted)."""
+    make = GENERATORS[name]
+    for dtype, want in (("float32", torch.float32), (torch.float64, torch.float64), ("float64", torch.float64)):
+        assert make(0, dtype).x.dtype == want
+    for bad in (-1, "x", 1.5):
+        with pytest.raises(SphericalCowError, match="seed=") as e:
+            make(bad, "float32")
+        assert "\n" not in str(e.value)
+    with pytest.raises(SphericalCowError, match="dtype="):
+        make(0, "float16")

@@ -29,6 +29,12 @@ def test_config_validation():
         make_config(study, {"activation": "tanh"})
     with pytest.raises(SphericalCowError, match="ns"):
         make_config(study, {"ns": [0]})
+    # gate_error_coefficient knows exp, the network registry does not: rejected before any training
+    with pytest.raises(SphericalCowError, match="unknown activation 'exp'"):
+        make_config(study, {"activation": "exp"})
+    with pytest.raises(SphericalCowError, match="distinct"):
+        make_config(study, {"lambdas": [0.4, 0.2, 0.2]})
+    assert make_config(study, {"activation": "softplus", "lambdas": [0.4, 0.2, 0.1]}).lambdas == [0.4, 0.2, 0.1]
 
 
 @pytest.mark.slow

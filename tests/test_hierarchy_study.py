@@ -79,11 +79,21 @@ def test_hierarchy_config_rejects_ambiguous_or_too_small_grammars():
         make_config(study, {"train_sizes": [256, 256]})
 
 
+def test_default_p_star_check_is_tight_and_its_range_is_measured():
+    """The allowed band for P* / (n_c m^L) is a factor <= 4 (it fails a P* off by a power of m = 4), and the default
+    training sizes reach beyond both ends of [n_c m^L / f, f n_c m^L], so an accepted P* is interpolated."""
+    cfg = make_config(get_study("hierarchy"))
+    f, p_th = cfg.tolerance_factor, cfg.n_c * cfg.m**cfg.L
+    assert f <= 4
+    assert min(cfg.train_sizes) < p_th / f and max(cfg.train_sizes) > f * p_th
+
+
 @pytest.mark.slow
 def test_default_hierarchy_study_agrees_with_n_c_m_to_the_l(tmp_path):
     result, _ = run_study("hierarchy", {}, out=tmp_path / "run", progress=False)
     deep, shallow, _ = result.verdicts
     assert deep.passed, deep.detail
+    assert "within a factor 4" in deep.claim
     assert shallow.passed, shallow.detail
 
 

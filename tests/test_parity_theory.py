@@ -47,3 +47,13 @@ def test_validation():
         sq_lower_bound(5, 2, tolerance=2.0)
     with pytest.raises(SphericalCowError, match="k=0"):
         online_sgd_exponent(0)
+
+
+def test_sq_bound_with_batch_tolerance_counts_steps_not_samples():
+    """tau = 1/sqrt(B): C(n, k) tau^2 = C(n, k) / B is the number of batch-B SGD steps; steps x B is C(n, k)."""
+    n, k, B = 30, 3, 32
+    steps = sq_lower_bound(n, k, tolerance=1 / math.sqrt(B))
+    assert steps == pytest.approx(math.comb(n, k) / B)
+    assert steps * B == pytest.approx(sq_lower_bound(n, k))
+    doc = " ".join(sq_lower_bound.__doc__.split())
+    assert "number of steps" in doc and "samples are steps x B" in doc

@@ -31,6 +31,42 @@ def test_fast_config_runs_and_the_ode_predicts_sgd(tmp_path):
     assert (tmp_path / "run" / "eps_g_vs_time.png").exists()
 
 
+PLANT = {"Ns": [100, 200], "n_seeds": 16, "t_max": 8.0, "n_points": 17, "trains": ["first"]}
+
+
+def _ode_verdict(result):
+    (v,) = [v for v in result.verdicts if "the ODE predicts the mean SGD curve" in v.claim]
+    return v
+
+
+@pytest.mark.parametrize("lr_factor", [1.3, 0.8])
+def test_the_ode_vs_sgd_verdict_fails_when_the_ode_has_the_wrong_learning_rate(monkeypatch, lr_factor):
+    """Plant an error: the study integrates the ODE at lr x1.3 or x0.8 while SGD runs at lr; the verdict must fail
+    (it passes with the right lr on the same runs)."""
+    import sphericalcow.studies.teacher_student as mod
+
+    study = get_study("teacher-student")
+    cfg = make_config(study, PLANT)
+    right = _ode_verdict(study.run(cfg, progress=False))
+    assert right.passed, right.detail
+    real = mod.integrate_ode
+
+    def wrong(*args, lr, **kw):
+        return real(*args, lr=lr * lr_factor, **kw)
+
+    monkeypatch.setattr(mod, "integrate_ode", wrong)
+    bad = _ode_verdict(study.run(cfg, progress=False))
+    assert bad.passed is False, bad.detail
+
+
+def test_the_deviation_exponent_verdict_compares_with_minus_one_half(tmp_path):
+    result, _ = run_study("teacher-student", FAST, out=tmp_path / "run", progress=False)
+    for mode in ("first", "both"):
+        (v,) = [v for v in result.verdicts if v.claim.startswith(f"{mode}: finite-N deviations")]
+        lo, hi = result.data["modes"][mode]["deviation_exponent_ci"]
+        assert v.passed == (lo <= -0.5 <= hi and hi < 0 and hi - lo <= 0.5)
+
+
 def test_config_validation():
     study = get_study("teacher-student")
     with pytest.raises(SphericalCowError, match="R0"):

@@ -23,6 +23,34 @@ __all__ = ["ode_cmd", "ode_summary", "register"]
 
 _out = Console()
 
+MAX_T = 10_000.0
+"""Largest integration time t_max = steps / N allowed (LSODA needs ~7 s for t = 10^4 at K = M = 2; growing linearly)."""
+MAX_STEPS = 10**10
+"""Largest --steps allowed."""
+
+
+def _symmetric_plateau(K: int, lr: float, lr_v: float, *, noise: float, train: str):
+    """:func:`~sphericalcow.theory.teacher_student.symmetric_plateau` at a second-layer rate ``lr_v`` of its own.
+
+    That function takes eta_v = eta. dv/dt is eta_v times a function of (Q, R, v), so for eta_v > 0 the fixed point
+    (hence Q, C, R, v and eps_g) does not depend on eta_v, but its stability does: the eigenvalues (escape rate) are
+    recomputed from the Jacobian of the full ODE at the real eta_v. eta_v = 0 leaves v at 1: the first-layer
+    plateau."""
+    import dataclasses
+
+    import numpy as np
+
+    from .theory.teacher_student import _jacobian, symmetric_plateau
+
+    if train == "first" or lr_v == 0:
+        return symmetric_plateau(K, lr, noise=noise, train="first")
+    p = symmetric_plateau(K, lr, noise=noise, train="both")
+    if lr_v == lr:
+        return p
+    Q, R, T, v, v_star = p.order_parameters()
+    y = np.concatenate([Q.ravel(), R.ravel(), v])
+    return dataclasses.replace(p, eigenvalues=np.linalg.eigvals(_jacobian(y, K, K, T, v_star, lr, lr_v, noise, train)))
+
 
 def ode_summary(
     *,
@@ -48,7 +76,6 @@ def ode_summary(
         asymptotic_error_first_layer,
         integrate_ode,
         random_order_parameters,
-        symmetric_plateau,
     )
 
     K = check_int("--K", K, minimum=1)
@@ -56,7 +83,10 @@ def ode_summary(
     if K > 20 or M > 20:
         raise SphericalCowError(f"--K={K}, --M={M} is not allowed; expected at most 20 units each")
     steps = check_int("--steps", steps, minimum=1)
+    if steps > MAX_STEPS:
+        raise SphericalCowError(f"--steps={steps} is not allowed; expected at most {MAX_STEPS:.0e}")
     N = check_int("--N", N, minimum=1)
+    seed = check_int("--seed", seed, minimum=0)
     lr = check_positive("--lr", lr)
     lr_v = lr if lr_v is None else check_positive("--lr-v", lr_v, allow_zero=True)
     noise = check_positive("--noise", noise, allow_zero=True)
@@ -65,6 +95,11 @@ def ode_summary(
     if train not in ("first", "both"):
         raise SphericalCowError(f"--train={train!r} is not allowed; expected 'first' or 'both'")
     t_max = steps / N
+    if t_max > MAX_T:
+        raise SphericalCowError(
+            f"--steps / --N = {steps} / {N} = {t_max:g} is too long to integrate; expected t_max = steps / N <= "
+            f"{MAX_T:g}"
+        )
     Q0, R0, T = random_order_parameters(K, M, seed=seed, init_std=init_std)
     curve = integrate_ode(
         Q0, R0, T, np.ones(K), np.ones(M), lr=lr, lr_v=lr_v, noise=noise, train=train, t_max=t_max, n_points=n_points
@@ -91,7 +126,7 @@ def ode_summary(
     }
     if K == M and K >= 2:
         try:
-            p = symmetric_plateau(K, lr, noise=noise, train=train)
+            p = _symmetric_plateau(K, lr, lr_v, noise=noise, train=train)
         except SphericalCowError:
             p = None
         if p is not None:

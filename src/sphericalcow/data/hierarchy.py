@@ -21,12 +21,14 @@ them; the P_max data are never materialised.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import SphericalCowError, check_int
 from .base import Dataset
+from .teachers import _dtype, _seed
 
 __all__ = ["RandomHierarchyModel", "one_hot", "random_hierarchy_model", "rhm_split"]
 
@@ -78,7 +80,7 @@ class RandomHierarchyModel:
         """``n`` DISTINCT data drawn uniformly without replacement, as codes: an int64 array ``(n, 1 + n_nodes)``
         holding the class then the rule choice of every node (top level first, left to right)."""
         n = check_int("n", n, minimum=1)
-        seed = check_int("seed", seed, minimum=0)
+        seed = _seed(seed)
         p_max = self.p_max
         if n > p_max:
             raise SphericalCowError(f"n={n} exceeds the {p_max} distinct data of this RHM; expected n <= P_max")
@@ -169,7 +171,7 @@ class RandomHierarchyModel:
         return inv
 
     # ------------------------------------------------------------------ data sets
-    def dataset_of_digits(self, digits: np.ndarray, *, dtype: torch.dtype = torch.float32, name: str = "") -> Dataset:
+    def dataset_of_digits(self, digits: np.ndarray, *, dtype: Any = "float32", name: str = "") -> Dataset:
         """A :class:`Dataset`: x one-hot ``(n, v, s**L)`` (channels first, for Conv1d), y int64 class labels;
         ``structure`` holds the grammar, the feature strings and the codes."""
         sym = self.symbols(digits)
@@ -180,9 +182,7 @@ class RandomHierarchyModel:
             name=name or f"rhm(v={self.v}, m={self.m}, n_c={self.n_c}, s={self.s}, L={self.L})",
         )
 
-    def split(
-        self, n_train: int, n_test: int, *, seed: int, dtype: torch.dtype = torch.float32
-    ) -> tuple[Dataset, Dataset]:
+    def split(self, n_train: int, n_test: int, *, seed: int, dtype: Any = "float32") -> tuple[Dataset, Dataset]:
         """Disjoint train and test sets drawn together without replacement from the P_max data."""
         n_train = check_int("n_train", n_train, minimum=1)
         n_test = check_int("n_test", n_test, minimum=0)
@@ -198,10 +198,10 @@ class RandomHierarchyModel:
         )
 
 
-def one_hot(symbols: np.ndarray, v: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def one_hot(symbols: np.ndarray, v: int, *, dtype: Any = "float32") -> torch.Tensor:
     """One-hot encoding of feature strings ``(n, d)`` with entries in ``[0, v)``: a tensor ``(n, v, d)``."""
     sym = torch.as_tensor(np.asarray(symbols, dtype=np.int64))
-    return torch.nn.functional.one_hot(sym, v).permute(0, 2, 1).to(dtype).contiguous()
+    return torch.nn.functional.one_hot(sym, v).permute(0, 2, 1).to(_dtype(dtype)).contiguous()
 
 
 def random_hierarchy_model(*, v: int, m: int, n_c: int, s: int, L: int, seed: int) -> RandomHierarchyModel:
@@ -215,7 +215,7 @@ def random_hierarchy_model(*, v: int, m: int, n_c: int, s: int, L: int, seed: in
     L = check_int("L", L, minimum=1)
     n_c = check_int("n_c", n_c, minimum=2)
     m = check_int("m", m, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = _seed(seed)
     if n_c > v:
         raise SphericalCowError(f"n_c={n_c} exceeds v={v}; the RHM needs 2 <= n_c <= v")
     if m > v ** (s - 1):
@@ -244,7 +244,7 @@ def rhm_split(
     n_test: int,
     seed: int,
     rules_seed: int | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: Any = "float32",
 ) -> tuple[Dataset, Dataset]:
     """Train and test sets of a fresh RHM (rules drawn with ``rules_seed``, default ``seed``), disjoint, drawn
     without replacement; x float32 one-hot ``(n, v, s**L)``, y int64 labels. The grammar is in ``structure``."""

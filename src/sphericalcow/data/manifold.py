@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from scipy.special import erf
 
 from ..errors import SphericalCowError, check_int
 from .base import Dataset
+from .teachers import _dtype, _seed
 
 __all__ = ["hidden_manifold"]
 
@@ -46,7 +47,7 @@ def hidden_manifold(
     teacher_width: int = 1,
     label: Literal["sign", "regression"] = "sign",
     seed: int,
-    dtype: torch.dtype = torch.float32,
+    dtype: Any = "float32",
 ) -> Dataset:
     """``n`` samples of the hidden manifold model with input dimension ``N`` and latent dimension ``D``.
 
@@ -58,7 +59,8 @@ def hidden_manifold(
     N = check_int("N", N, minimum=1)
     D = check_int("D", D, minimum=1)
     K = check_int("teacher_width", teacher_width, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = _seed(seed)
+    dtype = _dtype(dtype)
     if f not in _F:
         raise SphericalCowError(f"f={f!r} is not allowed; expected one of {', '.join(sorted(_F))}")
     if label not in ("sign", "regression"):

@@ -8,12 +8,14 @@ data's known structure; the Bayes-optimal classifier is the nearest mean (equal 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import SphericalCowError, check_int, check_positive
 from .base import Dataset
+from .teachers import _dtype, _seed
 
 __all__ = ["gaussian_mixture"]
 
@@ -27,7 +29,7 @@ def gaussian_mixture(
     sigma: float = 1.0,
     means: np.ndarray | torch.Tensor | None = None,
     seed: int,
-    dtype: torch.dtype = torch.float32,
+    dtype: Any = "float32",
 ) -> Dataset:
     """``n`` points of an isotropic Gaussian mixture in ``d`` dimensions.
 
@@ -38,7 +40,8 @@ def gaussian_mixture(
     d = check_int("d", d, minimum=1)
     k = check_int("n_classes", n_classes, minimum=2)
     sigma = check_positive("sigma", sigma)
-    seed = check_int("seed", seed, minimum=0)
+    seed = _seed(seed)
+    dtype = _dtype(dtype)
     rng = np.random.default_rng(seed)
     if means is None:
         sep = check_positive("separation", separation, allow_zero=True)

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import SphericalCowError, check_int
 from .base import Dataset
-from .teachers import _dtype
+from .teachers import _dtype, _seed
 
 __all__ = ["fourier_coefficient", "parity_batch", "relevant_bits", "sparse_parity"]
 
@@ -26,7 +26,7 @@ def relevant_bits(n: int, k: int, *, seed: int) -> tuple[int, ...]:
     k = check_int("k", k, minimum=1)
     if k > n:
         raise SphericalCowError(f"k={k} is not allowed; expected 1 <= k <= n={n}")
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(_seed(seed))
     return tuple(sorted(int(i) for i in torch.randperm(n, generator=g)[:k]))
 
 
@@ -58,7 +58,7 @@ def sparse_parity(
     if k > n:
         raise SphericalCowError(f"k={k} is not allowed; expected 1 <= k <= n={n}")
     rel = relevant_bits(n, k, seed=seed) if relevant is None else _check_relevant(n, k, relevant)
-    g = torch.Generator().manual_seed(int(seed) + 1)
+    g = torch.Generator().manual_seed(_seed(seed) + 1)
     x, y = parity_batch(n, rel, P, g, _dtype(dtype))
     return Dataset(x, y, {"relevant": rel, "n": n, "k": k}, name=f"{k}-sparse parity of {n} bits")
 

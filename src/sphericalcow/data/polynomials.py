@@ -19,7 +19,7 @@ import torch
 
 from ..errors import SphericalCowError, check_int, check_positive
 from .base import Dataset
-from .teachers import _dtype
+from .teachers import _dtype, _seed
 
 __all__ = ["hermite", "multi_indices", "polynomial_features", "product_of_inputs", "random_polynomial"]
 
@@ -85,7 +85,7 @@ def random_polynomial(
     all_terms = multi_indices(n, degree)
     if len(all_terms) > 100_000:
         raise SphericalCowError(f"n={n}, degree={degree} give {len(all_terms)} monomials; expected at most 100000")
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(_seed(seed))
     if n_terms is None:
         terms = all_terms
     else:
@@ -94,7 +94,7 @@ def random_polynomial(
             raise SphericalCowError(f"n_terms={n_terms} is not allowed; expected <= {len(all_terms)} for n={n}")
         terms = [all_terms[i] for i in sorted(rng.choice(len(all_terms), size=n_terms, replace=False))]
     coef = torch.as_tensor(rng.normal(0.0, 1.0 / math.sqrt(len(terms)), size=len(terms)), dtype=torch.float64)
-    g = torch.Generator().manual_seed(int(seed) + 1)
+    g = torch.Generator().manual_seed(_seed(seed) + 1)
     x = torch.randn(P, n, generator=g, dtype=torch.float64)
     y = polynomial_features(x, terms, basis) @ coef
     if noise > 0:
@@ -109,7 +109,7 @@ def product_of_inputs(*, n: int, P: int, seed: int, distribution: str = "uniform
     E[y^2] = 1): the target of Lin, Tegmark & Rolnick (2017)'s depth separation."""
     n = check_int("n", n, minimum=1)
     P = check_int("P", P, minimum=1)
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(_seed(seed))
     if distribution == "uniform":
         x = 2 * torch.rand(P, n, generator=g, dtype=torch.float64) - 1
     elif distribution == "gaussian":

@@ -30,11 +30,18 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def _dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` as a torch float dtype: torch.float32 / torch.float64 or the strings "float32" / "float64"; the one
+    set of forms every data generator accepts."""
     if dtype in (torch.float32, torch.float64):
         return dtype
     if isinstance(dtype, str) and dtype in _DTYPES:
         return _DTYPES[dtype]
     raise SphericalCowError(f"dtype={dtype!r} is not allowed; expected 'float32' or 'float64'")
+
+
+def _seed(seed: Any, name: str = "seed") -> int:
+    """``seed`` as an int >= 0 (every data generator's seed rule), else a one-line SphericalCowError."""
+    return check_int(name, seed, minimum=0)
 
 
 def committee_activation(name: str, u: torch.Tensor) -> torch.Tensor:
@@ -79,7 +86,7 @@ class SoftCommitteeTeacher:
         """P fresh samples x ~ N(0, I_N), y = output(x) + noise * zeta."""
         P = check_int("P", P, minimum=1)
         dt = _dtype(dtype)
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(_seed(seed))
         x = torch.randn(P, self.N, generator=g, dtype=torch.float64)
         y = self.output(x)
         if self.noise > 0:
@@ -92,7 +99,7 @@ class SoftCommitteeTeacher:
         """An endless stream of fresh (x, y) minibatches of ``batch`` samples (online SGD: every sample is new)."""
         batch = check_int("batch", batch, minimum=1)
         dt = _dtype(dtype)
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(_seed(seed))
         while True:
             x = torch.randn(batch, self.N, generator=g, dtype=torch.float64)
             y = self.output(x)
@@ -131,7 +138,7 @@ def committee_teacher(
     noise = check_positive("noise", noise, allow_zero=True)
     if orthogonal and M > N:
         raise SphericalCowError(f"orthogonal=True needs M <= N; got M={M}, N={N}")
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(_seed(seed))
     w = torch.randn(M, N, generator=g, dtype=torch.float64)
     if orthogonal:
         q, _ = torch.linalg.qr(w.T)
@@ -161,7 +168,7 @@ def soft_committee(
     ``"w"`` (M, N), ``"v"``, ``"T"`` (float64), activation and noise. The teacher is drawn from ``seed``, the samples
     from ``seed + 1``."""
     teacher = committee_teacher(N=N, M=M, seed=seed, activation=activation, v=v, noise=noise, orthogonal=orthogonal)
-    return teacher.sample(P, seed=int(seed) + 1, dtype=dtype)
+    return teacher.sample(P, seed=_seed(seed) + 1, dtype=dtype)
 
 
 def mlp_teacher(arch: MLP, *, P: int, seed: int, noise: float = 0.0, dtype: Any = "float32") -> Dataset:
@@ -174,8 +181,8 @@ def mlp_teacher(arch: MLP, *, P: int, seed: int, noise: float = 0.0, dtype: Any 
     P = check_int("P", P, minimum=1)
     noise = check_positive("noise", noise, allow_zero=True)
     dt = _dtype(dtype)
-    model = arch.build(seed=int(seed), dtype=torch.float64)
-    g = torch.Generator().manual_seed(int(seed) + 1)
+    model = arch.build(seed=_seed(seed), dtype=torch.float64)
+    g = torch.Generator().manual_seed(_seed(seed) + 1)
     x = torch.randn(P, arch.d_in, generator=g, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
@@ -184,5 +191,5 @@ def mlp_teacher(arch: MLP, *, P: int, seed: int, noise: float = 0.0, dtype: Any 
     if arch.d_out == 1:
         y = y.reshape(-1)
     return Dataset(
-        x.to(dt), y.to(dt), {"model": model, "arch": arch, "noise": noise, "seed": int(seed)}, name="MLP teacher"
+        x.to(dt), y.to(dt), {"model": model, "arch": arch, "noise": noise, "seed": _seed(seed)}, name="MLP teacher"
     )

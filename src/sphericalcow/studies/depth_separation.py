@@ -61,7 +61,14 @@ class DepthSeparationConfig(StudyConfig):
             raise ValueError(f"widths={self.widths} must lie in [1, 4096]")
         if any(not 0 < lam <= 1 or not math.isfinite(lam) for lam in self.lambdas):
             raise ValueError(f"lambdas={self.lambdas} must lie in (0, 1]")
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise ValueError(
+                f"lambdas={self.lambdas} must be distinct (the error-vs-lambda slope needs distinct values)"
+            )
+        from ..activations import activation
+
         try:
+            activation(self.activation)  # the networks are built from the registry: the name must be in it
             gate_error_coefficient(self.activation)
         except SphericalCowError as e:
             raise ValueError(str(e)) from None

@@ -12,8 +12,12 @@ which the test error falls below 10% of the chance error 1 - 1/n_c. Measured: te
 trained by Adam on cross-entropy to (near) zero training error, over ``n_seeds`` seeds (a seed draws the training
 and test sets, without replacement from the P_max data, the initialisation and the batches; the grammar is fixed
 by ``rules_seed``); P* per seed by log-linear interpolation of the learning curve, with a Student-t CI on log P*.
-The theory gives P* up to an O(1) constant, so the verdict is an order-of-magnitude check chosen in advance:
-the CI of P* / (n_c m^L) must lie within [1/``tolerance_factor``, ``tolerance_factor``].
+The law fixes P* only up to an O(1) constant (the paper gives no value for it), so the verdict checks that the CI
+of P* / (n_c m^L) lies within [1/``tolerance_factor``, ``tolerance_factor``], default 4: at the default v = m = n_c
+= 4 the measured constant is about 3.4 (P* ~ 870 vs n_c m^L = 256), so a factor 3 would reject the law for its
+constant alone, while 4 still fails P* ~ n_c m^(L+1) or n_c m^(L-1) at that constant. The default
+``train_sizes`` (32 to 8192, doubling) cover that whole allowed range [n_c m^L / 4, 4 n_c m^L] with a margin on
+both sides, so any P* the check can accept is measured by interpolation, never extrapolation (default run ~30-45 s).
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ class HierarchyConfig(StudyConfig):
     s: int = Field(2, ge=2, le=8, description="patch size")
     L: int = Field(3, ge=1, le=6, description="levels")
     rules_seed: int = Field(0, ge=0)
-    train_sizes: list[int] = Field(default_factory=lambda: [256, 512, 1024, 2048], min_length=2)
+    train_sizes: list[int] = Field(
+        default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], min_length=2
+    )
     n_test: int = Field(1000, ge=50, le=100_000)
     n_seeds: int = Field(3, ge=2, le=1000)
     width_deep: int = Field(64, ge=4, le=4096, description="channels of every CNN layer")
@@ -49,7 +55,7 @@ class HierarchyConfig(StudyConfig):
     batch_size: int = Field(256, ge=1, le=65536)
     lr: float = Field(5e-3, gt=0, le=1, allow_inf_nan=False)
     threshold: float = Field(0.1, gt=0, lt=1, description="P*: test error below threshold x (1 - 1/n_c)")
-    tolerance_factor: float = Field(10.0, gt=1, allow_inf_nan=False, description="P*/(n_c m^L) allowed range")
+    tolerance_factor: float = Field(4.0, gt=1, allow_inf_nan=False, description="P*/(n_c m^L) allowed range")
     level: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0)
 

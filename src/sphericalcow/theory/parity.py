@@ -35,7 +35,8 @@ def _nk(n: int, k: int) -> tuple[int, int]:
 
 def sq_lower_bound(n: int, k: int, tolerance: float = 1.0) -> float:
     """C(n, k) tolerance^2: the number of statistical queries of tolerance ``tolerance`` needed to identify a
-    k-sparse parity among n bits (module docstring); with tolerance 1/sqrt(B), the samples of batch-B SGD."""
+    k-sparse parity among n bits (module docstring). With tolerance 1/sqrt(B) it is the number of steps (queries)
+    of batch-B SGD, C(n, k) / B; the samples are steps x B = C(n, k) = ``sq_lower_bound(n, k)``."""
     n, k = _nk(n, k)
     if not (isinstance(tolerance, int | float) and 0 < tolerance <= 1):
         raise SphericalCowError(f"tolerance={tolerance!r} is not allowed; expected a number in (0, 1]")
