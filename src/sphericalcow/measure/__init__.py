@@ -1,6 +1,15 @@
 """Measurements on real PyTorch networks: forward probes over seeds and confidence intervals."""
 
 from sphericalcow.measure.finite_width import EnsembleStatistics, ensemble_statistics, ntk_velocity_samples
+from sphericalcow.measure.hessian import (
+    HessianOperator,
+    MatrixOperator,
+    hutchinson,
+    hutchpp,
+    lanczos,
+    spectral_density,
+)
+from sphericalcow.measure.loss_landscape import interpolate, loss_slice_1d, loss_slice_2d, random_directions
 from sphericalcow.measure.monte_carlo import MonteCarloKernels, monte_carlo_kernels
 from sphericalcow.measure.ntk import NTK_METHODS, NTK_OUTPUTS, empirical_nngp, empirical_ntk
 from sphericalcow.measure.probes import (
@@ -30,7 +39,9 @@ __all__ = [
     "EnsembleStatistics",
     "Estimate",
     "ForwardProbe",
+    "HessianOperator",
     "LayerSpectrum",
+    "MatrixOperator",
     "ModelProbe",
     "MonteCarloKernels",
     "WeightSpectra",
@@ -41,6 +52,12 @@ __all__ = [
     "ensemble_statistics",
     "fit_marchenko_pastur",
     "fit_power_law",
+    "hutchinson",
+    "hutchpp",
+    "interpolate",
+    "lanczos",
+    "loss_slice_1d",
+    "loss_slice_2d",
     "marchenko_pastur_pdf",
     "mean_ci",
     "monte_carlo_kernels",
@@ -48,7 +65,9 @@ __all__ = [
     "plot_weight_spectra",
     "probe_forward",
     "probe_model",
+    "random_directions",
     "record",
     "resolve_layers",
+    "spectral_density",
     "weight_spectra",
 ]
