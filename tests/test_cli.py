@@ -23,7 +23,20 @@ def test_help_lists_commands():
     for args in (["--help"], []):
         r = cow(*args)
         assert r.returncode == 0
-        for cmd in ("demo", "run", "criticality", "phase-diagram", "kernel", "activations", "sweep", "results"):
+        for cmd in (
+            "demo",
+            "run",
+            "criticality",
+            "phase-diagram",
+            "kernel",
+            "activations",
+            "sweep",
+            "results",
+            "finite-width",
+            "ode",
+            "hessian",
+            "spectra",
+        ):
             assert cmd in r.stdout
 
 
