@@ -173,3 +173,34 @@ def test_bad_model_spec_and_help(files, capsys):
     assert e.value.code == 0
     for opt in ("--data", "--checkpoint", "--params", "--top", "--bottom", "--trace", "--density", "--json"):
         assert opt in out
+
+
+def test_non_finite_model_is_a_one_line_error(files, tmp_path, capsys):
+    # weights x 1e25 overflow the float32 MSE loss to inf; a NaN weight is refused when the checkpoint loads
+    torch.manual_seed(0)
+    big = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, 3))
+    with torch.no_grad():
+        for p in big.parameters():
+            p.mul_(1e25)
+    torch.save(big.state_dict(), tmp_path / "big.pt")
+    nan = {k: v.clone() for k, v in big.state_dict().items()}
+    nan["0.weight"][0, 0] = float("nan")
+    torch.save(nan, tmp_path / "nan.pt")
+    for ckpt, msg in (("big.pt", "not finite"), ("nan.pt", "NaN or inf")):
+        with pytest.raises(SystemExit) as e:
+            main(
+                [
+                    "hessian",
+                    f"{files / 'mymodel.py'}:net",
+                    "--data",
+                    str(files / "reg.npz"),
+                    "--checkpoint",
+                    str(tmp_path / ckpt),
+                    "--top",
+                    "2",
+                    "--no-progress",
+                ]
+            )
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and err.count("\n") == 1, err

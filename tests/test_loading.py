@@ -36,3 +36,19 @@ def test_all(tmp_path):
         load_data(tmp_path / "e.npz")
     with pytest.raises(SphericalCowError, match="allowed"):
         load_data(f)
+
+
+def test_non_finite_checkpoints_and_unsafe_data_files_are_one_line(tmp_path):
+    sd = {"w": torch.tensor([1.0, float("nan")]), "step": torch.tensor(3)}
+    torch.save(sd, tmp_path / "nan.pt")
+    with pytest.raises(SphericalCowError, match="'w' holds NaN or inf"):
+        load_checkpoint(tmp_path / "nan.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("should never run",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(SphericalCowError) as e:
+        load_data(tmp_path / "evil.pt")
+    assert "weights_only=True" in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 200

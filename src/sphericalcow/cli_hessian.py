@@ -8,6 +8,7 @@ Bad input raises :class:`~sphericalcow.errors.SphericalCowError` (``cli.main`` p
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -143,6 +144,11 @@ def hessian_cmd(
             model, loss_name, batches, params=names, mode=mode, gauss_newton=gauss_newton, dtype=dt, seed=seed
         )
         base_loss = op.loss()
+        if not math.isfinite(float(base_loss)):
+            raise SphericalCowError(
+                f"the loss on {str(data)!r} is {base_loss} (not finite): the model's weights or outputs overflow or "
+                "hold NaN; the Hessian is undefined there"
+            )
     except SphericalCowError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as e:  # shape/dtype mismatch between model and data

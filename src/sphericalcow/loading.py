@@ -74,6 +74,9 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise SphericalCowError(f"checkpoint {str(p)!r}: tensor {bad[0]!r} holds NaN or inf")
         if tensors:
             return tensors
     raise SphericalCowError(f"checkpoint {str(p)!r} holds no tensors; expected a state_dict")
@@ -94,7 +97,13 @@ def load_data(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         elif suffix == ".npy":
             x, y = np.load(p, allow_pickle=False), None
         elif suffix == ".pt":
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise SphericalCowError(
+                    f"data file {str(p)!r} cannot be read with weights_only=True ({type(e).__name__}); "
+                    "save plain tensors, e.g. torch.save({'x': x, 'y': y}, path)"
+                ) from None
             if isinstance(obj, torch.Tensor):
                 x, y = obj, None
             elif isinstance(obj, dict) and "x" in obj:
