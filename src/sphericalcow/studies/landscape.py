@@ -22,6 +22,13 @@
    (top eigenvalue by Lanczos) every few steps for two step sizes chosen so that 2/eta is 1.5x and 2x the
    initial sharpness; the claim holds if the sharpness rises to >= 0.9 (2/eta) and its mean over the second half
    of training lies within 10% of 2/eta.
+
+Finding (2026-11, defaults): part 1 does NOT reproduce the concentration of minima. One-hidden-layer tanh networks
+trained with full-batch Adam on 2000 noisy teacher labels reach lower losses as they widen, but the spread over seeds
+stays about 1.5e-3 in absolute terms (widths 2..128, 2000 steps) and grows relative to the loss, because the wider
+networks fit the label noise. Without label noise the absolute spread shrinks 60x only because all losses go to
+zero. The graded verdict uses the relative spread and reports this as a disagreement; a faithful test of
+Choromanska et al. needs under-parameterised networks trained to convergence on much more data.
 """
 
 from __future__ import annotations
@@ -51,6 +58,16 @@ class LandscapeConfig(StudyConfig):
     widths: list[int] = Field(default_factory=lambda: [2, 8, 32, 128], min_length=2)
     n_seeds: int = Field(8, ge=3, le=1000, description="initialisations per width")
     n_train: int = Field(200, ge=4, le=100_000, description="teacher-labelled training points (parts 1 and 3)")
+    concentration_n_train: int = Field(
+        2000, ge=4, le=1_000_000, description="noisy training points in part 1 (more than the widest net can fit)"
+    )
+    label_noise: float = Field(
+        0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="std of Gaussian label noise in part 1 (targets have unit variance): keeps the global minimum "
+        "above zero so the spread of minima is not just the loss approaching 0",
+    )
     teacher_width: int = Field(32, ge=1, le=10_000)
     train_steps: int = Field(400, ge=1, le=1_000_000, description="full-batch Adam steps (part 1)")
     adam_lr: float = Field(0.01, gt=0, allow_inf_nan=False)
@@ -85,14 +102,23 @@ class LandscapeConfig(StudyConfig):
 # ------------------------------------------------------------------------------------------------------- data
 
 
-def teacher_data(cfg: LandscapeConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian inputs and targets of a random one-hidden-layer tanh teacher, normalised to unit variance."""
+def teacher_data(cfg: LandscapeConfig, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` (default ``n_train``) Gaussian inputs and targets of a random one-hidden-layer tanh teacher, normalised to
+    unit variance."""
     g = torch.Generator().manual_seed(cfg.seed)
-    x = torch.randn(cfg.n_train, cfg.d_in, generator=g)
+    x = torch.randn(cfg.n_train if n is None else n, cfg.d_in, generator=g)
     w1 = torch.randn(cfg.d_in, cfg.teacher_width, generator=g) / math.sqrt(cfg.d_in)
     w2 = torch.randn(cfg.teacher_width, 1, generator=g) / math.sqrt(cfg.teacher_width)
     y = torch.tanh(x @ w1) @ w2
     return x, y / y.std()
+
+
+def noisy_teacher_data(cfg: LandscapeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`teacher_data` with Gaussian label noise of std ``label_noise`` (part 1: the global minimum of the training
+    loss is then bounded away from zero for networks that cannot interpolate within the training budget)."""
+    x, y = teacher_data(cfg, cfg.concentration_n_train)
+    g = torch.Generator().manual_seed(cfg.seed + 7919)
+    return x, y + cfg.label_noise * torch.randn(y.shape, generator=g)
 
 
 def mixture_data(cfg: LandscapeConfig, C: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,17 +160,24 @@ def train_ensemble(cfg: LandscapeConfig, width: int, x: torch.Tensor, y: torch.T
         return losses_fn(dict(zip(names, leaves, strict=True)), buffers).double().numpy()
 
 
-def spread_ratio_ci(small: np.ndarray, large: np.ndarray, level: float, seed: int) -> tuple[float, float, float]:
-    """std(small) / std(large) and its percentile-bootstrap CI, resampling seeds within each width."""
+def spread_ratio_ci(
+    small: np.ndarray, large: np.ndarray, level: float, seed: int, *, relative: bool = False
+) -> tuple[float, float, float]:
+    """std(small) / std(large) and its percentile-bootstrap CI, resampling seeds within each width; ``relative``:
+    the ratio of the relative spreads std/mean instead (insensitive to the losses approaching zero)."""
     rng = np.random.default_rng(seed)
     b = 4000
-    s = small[rng.integers(0, len(small), (b, len(small)))].std(axis=1, ddof=1)
-    lg = large[rng.integers(0, len(large), (b, len(large)))].std(axis=1, ddof=1)
+
+    def spread(a: np.ndarray) -> np.ndarray:
+        return a.std(axis=-1, ddof=1) / (a.mean(axis=-1) if relative else 1.0)
+
+    s = spread(small[rng.integers(0, len(small), (b, len(small)))])
+    lg = spread(large[rng.integers(0, len(large), (b, len(large)))])
     with np.errstate(divide="ignore", invalid="ignore"):
         r = s / lg
     r = r[np.isfinite(r)]
     a = (1 - level) / 2
-    return float(small.std(ddof=1) / large.std(ddof=1)), float(np.quantile(r, a)), float(np.quantile(r, 1 - a))
+    return float(spread(small) / spread(large)), float(np.quantile(r, a)), float(np.quantile(r, 1 - a))
 
 
 # ----------------------------------------------------------------------------------------------------- part 2
@@ -245,7 +278,7 @@ def run(config: LandscapeConfig, *, progress: bool = True) -> Result:
     try:
         # 1. concentration of minima
         t0 = time.perf_counter()
-        x, y = teacher_data(cfg)
+        x, y = noisy_teacher_data(cfg)
         finals: dict[int, np.ndarray] = {}
         with progress_bar(len(cfg.widths), "landscape: training ensembles", enabled=progress) as adv:
             for w in cfg.widths:
@@ -266,19 +299,20 @@ def run(config: LandscapeConfig, *, progress: bool = True) -> Result:
             )
         w_lo, w_hi = cfg.widths[0], cfg.widths[-1]
         ratio, r_lo, r_hi = spread_ratio_ci(finals[w_lo], finals[w_hi], cfg.level, cfg.seed)
+        rel, rel_lo, rel_hi = spread_ratio_ci(finals[w_lo], finals[w_hi], cfg.level, cfg.seed, relative=True)
         stds = [r["std over seeds"] for r in rows1]
         monotone = all(a > b for a, b in itertools.pairwise(stds))
         verdicts.append(
             Verdict(
-                claim=f"Minima concentrate with width: the spread of final training losses over {cfg.n_seeds} seeds "
-                f"shrinks from width {w_lo} to width {w_hi} (Choromanska et al. 2015)",
-                passed=r_lo > 1.0,
-                detail=f"std ratio width {w_lo} / width {w_hi} = {ratio:.3g}, {cfg.level:.0%} bootstrap CI "
-                f"[{r_lo:.3g}, {r_hi:.3g}] (passes if the CI excludes 1); std decreases at every width step: "
-                f"{'yes' if monotone else 'no'}; mean final loss {rows1[0]['mean final loss']:.3g} -> "
-                f"{rows1[-1]['mean final loss']:.3g}. The relative spread std/mean does not shrink "
-                f"({rows1[0]['std / mean']:.2f} -> {rows1[-1]['std / mean']:.2f}): the band narrows because it "
-                "moves down towards the global minimum (loss 0 for a realisable teacher).",
+                claim=f"Minima concentrate with width: the relative spread (std/mean) of final training losses over "
+                f"{cfg.n_seeds} seeds shrinks from width {w_lo} to width {w_hi} (Choromanska et al. 2015)",
+                passed=rel_lo > 1.0,
+                detail=f"std/mean ratio width {w_lo} / width {w_hi} = {rel:.3g}, {cfg.level:.0%} bootstrap CI "
+                f"[{rel_lo:.3g}, {rel_hi:.3g}] (passes if the CI excludes 1); the absolute std ratio is {ratio:.3g} "
+                f"[{r_lo:.3g}, {r_hi:.3g}] (std decreases at every width step: {'yes' if monotone else 'no'}); mean "
+                f"final loss {rows1[0]['mean final loss']:.3g} -> {rows1[-1]['mean final loss']:.3g} with label noise "
+                f"{cfg.label_noise:g}. The relative spread is graded because the absolute one also shrinks when the "
+                "losses merely approach zero.",
             )
         )
         tables.append(
