@@ -492,3 +492,150 @@ def test_bad_input_raises_one_line_errors():
         with pytest.raises(SphericalCowError) as e:
             fn()
         assert text in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------ batched products
+
+
+def _column_by_column(op, V):
+    return torch.stack([op.matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+
+def _cnn_batch():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(6, 1, 7, 7, generator=g), torch.randint(0, 3, (6,), generator=g)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["mlp", "mlp two batches", "cnn", "batchnorm eval", "batchnorm train", "dropout train", "subset", "gauss-newton"],
+)
+def test_matmat_equals_column_by_column_matvec(case):
+    x, y = batch(n=12, d_in=3)
+    model, loss, data, kw = bn_model().double(), "mse", (x, y), {}
+    if case in ("mlp", "subset", "gauss-newton"):
+        model, data = mlp().double(), batch()
+        kw = {"params": "^2\\."} if case == "subset" else {"gauss_newton": True} if case == "gauss-newton" else {}
+    elif case == "mlp two batches":
+        model, data = mlp().double(), [batch(seed=2), batch(n=5, seed=3)]
+    elif case == "cnn":
+        model, loss, data = cnn().double(), "cross_entropy", _cnn_batch()
+    elif case == "batchnorm train":
+        kw = {"mode": "train"}
+    elif case == "dropout train":
+        model, kw = bn_model(dropout=0.5).double(), {"mode": "train", "seed": 7}
+    snap = snapshot(model)
+    op = HessianOperator(model, loss, data, **kw)
+    V = torch.randn(op.size, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = _column_by_column(op, V)
+    for chunk in (None, 3, 1):
+        before = op.n_matvec
+        M = op.matmat(V, chunk_size=chunk)
+        assert M.shape == (op.size, 7)
+        assert op.n_matvec - before == 7
+        assert float((M - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
+    assert torch.allclose(op @ V, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+    assert op.matmat(V[:, :0]).shape == (op.size, 0)
+    op.matmat_memory = 1  # the smallest budget: one column per chunk
+    assert float((op.matmat(V) - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
+    assert_unchanged(model, snap)
+
+
+def test_matrix_operator_matmat_and_shape_errors():
+    A = torch.randn(6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    op = MatrixOperator(A)
+    V = torch.randn(6, 4, dtype=torch.float64)
+    assert torch.allclose(op.matmat(V), _column_by_column(op, V), atol=1e-14)
+    assert op.n_matvec == 8
+    hop = HessianOperator(mlp().double(), "mse", batch())
+    for bad in (op.matmat, hop.matmat):
+        with pytest.raises(SphericalCowError, match="expected shape"):
+            bad(torch.zeros(5, 2))
+        with pytest.raises(SphericalCowError, match="expected shape"):
+            bad(torch.zeros(6))
+
+
+class _MatvecOnly:
+    """An operator with size, dtype and matvec only: the batched routes fall back to column-by-column products."""
+
+    def __init__(self, A):
+        self.size, self.dtype, self.A = A.shape[0], A.dtype, A
+
+    def matvec(self, v):
+        return self.A @ v
+
+
+@pytest.mark.parametrize("operator", ["hessian", "matvec only"])
+def test_batched_traces_and_slq_equal_the_unbatched_results_for_the_same_seed(operator):
+    model = mlp(seed=7, width=10).double()
+    x, y = batch(n=20)
+    op = HessianOperator(model, "mse", (x, y))
+    if operator == "matvec only":
+        op = _MatvecOnly(op.dense())
+    for est in (
+        lambda b: hutchinson(op, 70, seed=3, batched=b),  # 70 > 32 probes per block: three blocks
+        lambda b: hutchinson(op, 9, seed=1, distribution="gaussian", batched=b),
+        lambda b: hutchpp(op, 200, seed=3, batched=b),
+        lambda b: hutchpp(op, 12, seed=0, batched=b),
+    ):
+        a, u = est(True), est(False)
+        assert a.n_matvec == u.n_matvec
+        np.testing.assert_allclose(a.samples, u.samples, rtol=0, atol=1e-12 * np.abs(u.samples).max())
+        assert a.estimate == pytest.approx(u.estimate, rel=1e-12)
+        assert (a.lo, a.hi) == pytest.approx((u.lo, u.hi), rel=1e-12)
+    for nv, m in ((70, 30), (3, 12)):
+        a, u = (spectral_density(op, n_probes=nv, n_iter=m, seed=1, batched=b) for b in (True, False))
+        scale = np.abs(u.nodes).max()
+        np.testing.assert_allclose(a.nodes, u.nodes, rtol=0, atol=1e-11 * scale)
+        np.testing.assert_allclose(a.weights, u.weights, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(a.density, u.density, rtol=0, atol=1e-9 * u.density.max())
+        assert a.sigma == pytest.approx(u.sigma, rel=1e-11)
+
+
+def test_batched_slq_that_meets_an_invariant_subspace_is_redone_chain_by_chain():
+    A = torch.diag(torch.tensor([1.0, 1, 1, 2, 2, 3, 5], dtype=torch.float64))  # 4 distinct eigenvalues < 7 steps
+    a, u = (spectral_density(A, n_probes=3, n_iter=7, seed=1, batched=b) for b in (True, False))
+    np.testing.assert_array_equal(a.nodes, u.nodes)
+    np.testing.assert_array_equal(a.weights, u.weights)
+
+
+class _OldStyleTanh(torch.autograd.Function):
+    """An autograd.Function without setup_context: torch.func cannot transform it (matmat falls back)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+class _OddModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 2)
+        self.unused = nn.Parameter(torch.randn(3))
+
+    def forward(self, x):
+        return self.b(_OldStyleTanh.apply(self.a(x)))
+
+
+def test_matmat_falls_back_for_ops_torch_func_cannot_transform_and_handles_unused_parameters():
+    op = HessianOperator(_OddModel().double(), "mse", batch())
+    V = torch.randn(op.size, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = _column_by_column(op, V)
+    assert torch.allclose(op.matmat(V), ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+    assert not op._batchable
+    assert torch.all(ref[:3] == 0)  # the unused parameter (registered on the module itself: listed first)
+    plain = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    plain.register_parameter("unused", nn.Parameter(torch.randn(3, dtype=torch.float64)))
+    op = HessianOperator(plain, "mse", batch())
+    V = torch.randn(op.size, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = _column_by_column(op, V)
+    assert torch.allclose(op.matmat(V), ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+    assert op._batchable

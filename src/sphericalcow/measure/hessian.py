@@ -20,7 +20,9 @@ gradient descent", Neural Computation 14, eq. 6; Martens 2020, JMLR 21, "New ins
 natural gradient method", sec. 8), J_b = d output / d theta and H_out,b the Hessian of the loss in the outputs.
 
 Algorithms on any symmetric operator (a :class:`HessianOperator`, :class:`MatrixOperator`, or anything with
-``size``, ``dtype`` and ``matvec``):
+``size``, ``dtype`` and ``matvec``; an optional ``matmat(V)`` for V of shape (size, b), as
+:meth:`HessianOperator.matmat` which vectorises b products, lets the trace and density estimators multiply their
+independent probes together):
 
 * :func:`lanczos`: extreme eigenvalues (top-k, bottom-k) by Lanczos with full reorthogonalisation;
 * :func:`hutchinson` and :func:`hutchpp`: stochastic traces with confidence intervals;
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 from scipy import stats as _sps
 from torch import nn
-from torch.func import functional_call, grad, jvp, vjp
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from sphericalcow.errors import SphericalCowError, check_int, check_positive
 from sphericalcow.measure.stats import Estimate, mean_ci
@@ -302,6 +304,10 @@ class HessianOperator:
         n_batches = sum(1 for _ in self.data)
         cache = (n_batches == 1 and not self.gauss_newton) if cache_graph is None else bool(cache_graph)
         self._cache: dict | None = {} if cache else None
+        self._vcache: dict | None = {} if cache else None
+        self._batchable = True
+        self.matmat_memory = 2**30
+        """Memory budget in bytes of one batched product in :meth:`matmat`; its columns are chunked to fit it."""
 
     # --- description
     @property
@@ -382,7 +388,77 @@ class HessianOperator:
     __call__ = matvec
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
-        return self.matvec(v)
+        return self.matvec(v) if isinstance(v, torch.Tensor) and v.ndim == 1 else self.matmat(v)
+
+    def matmat(self, V: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+        """H V (or G V) for ``V`` of shape (size, b): the b products of the columns, computed together.
+
+        Per batch the gradient's vjp is built once (``torch.func.vjp`` of ``torch.func.grad``; kept between calls
+        like the graph of :meth:`matvec` when ``cache_graph``) and its second backward pass is vectorised over the
+        columns with ``torch.func.vmap``: the same reverse-over-reverse products as :meth:`matvec`, equal to them up
+        to rounding, 1.5-2x faster per column on CPU at 10-32 columns (measured on a 24k-parameter MLP). Columns go in
+        chunks of ``chunk_size`` (default: as many as fit :attr:`matmat_memory` bytes, estimated from the size of
+        the parameters and of the model's activations). Counts b products in ``n_matvec``. Gauss-Newton operators, and
+        models with an op that torch.func cannot transform, fall back to :meth:`matvec` column by column."""
+        if not isinstance(V, torch.Tensor) or V.ndim != 2 or V.shape[0] != self.size:
+            shape = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
+            raise SphericalCowError(f"matrix of shape {shape} is not allowed; expected shape ({self.size}, b)")
+        if chunk_size is not None:
+            check_int("chunk_size", chunk_size, minimum=1)
+        V = V.to(dtype=self.dtype, device=self.device)
+        b = int(V.shape[1])
+        if b == 0:
+            return V.clone()
+        if not self.gauss_newton and self._batchable:
+            try:
+                Vt = V.t().contiguous()  # each column contiguous: measured 1.4x faster than strided columns
+                acc, n = None, 0.0
+                for i, x, y, nb in self._batches():
+                    fn, col, per_col = self._batched_hvp(x, y, i)
+                    cs = chunk_size or max(1, int(self.matmat_memory // max(per_col, 1)))
+                    chunks = [Vt[s : s + cs] for s in range(0, b, cs)]
+                    hv = torch.cat([fn(c) if len(c) > 1 else col(c[0])[:, None] for c in chunks], dim=1) * nb
+                    acc = hv if acc is None else acc + hv
+                    n += nb
+                self.n_matvec += b
+                return acc / n
+            except (RuntimeError, NotImplementedError):  # an op torch.func cannot transform: products one by one
+                self._batchable = False
+                self._vcache = {} if self._vcache is not None else None
+        # Gauss-Newton (the jvp through the model is not batched) and models torch.func cannot transform
+        return torch.stack([self.matvec(V[:, j]) for j in range(b)], dim=1)
+
+    def _batched_hvp(self, x: Any, y: torch.Tensor, i: int) -> tuple[Callable, Callable, int]:
+        """(V^T -> H_i V for V^T (c, size), v -> H_i v, estimated bytes per column) for batch i; kept between calls when
+        caching. One column goes without vmap (measured faster)."""
+        if self._vcache is not None and i in self._vcache:
+            return self._vcache[i]
+        f = self._f
+        acts = [0]
+
+        def count(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                acts[0] += out.numel()
+
+        handles = [m.register_forward_hook(count) for m in f.model.modules()]
+        try:
+            with torch.enable_grad():
+                _, vjp_fn = vjp(grad(lambda p: self._loss_of(p, x, y, i)), f.theta)
+        finally:
+            for h in handles:
+                h.remove()
+
+        def column(v: torch.Tensor) -> torch.Tensor:
+            parts = torch.split(v, f.numels)
+            (hv,) = vjp_fn({n: t.reshape(s) for n, t, s in zip(f.names, parts, f.shapes, strict=True)})
+            return f.flatten(hv)
+
+        # per column the vectorised backward holds copies of the activations and of the parameter-sized tensors
+        per_col = (8 * acts[0] + 6 * f.size) * torch.finfo(self.dtype).bits // 8
+        out = (vmap(column, in_dims=0, out_dims=1), column, per_col)
+        if self._vcache is not None:
+            self._vcache[i] = out
+        return out
 
     def _grad_graph(self, x: Any, y: torch.Tensor, i: int) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Leaves (copies of theta requiring grad) and the gradient of batch i's loss with its graph (create_graph).
@@ -456,6 +532,14 @@ class MatrixOperator:
         self.n_matvec += 1
         return self.matrix @ v.to(self.dtype)
 
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """A V for ``V`` of shape (size, b); counts b products."""
+        if not isinstance(V, torch.Tensor) or V.ndim != 2 or V.shape[0] != self.size:
+            shape = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
+            raise SphericalCowError(f"matrix of shape {shape} is not allowed; expected shape ({self.size}, b)")
+        self.n_matvec += int(V.shape[1])
+        return self.matrix @ V.to(self.dtype)
+
     __call__ = matvec
 
 
@@ -468,6 +552,15 @@ def _check_operator(op: Any) -> Any:
             "a square matrix, or an object with size, dtype and matvec"
         )
     return op
+
+
+def _matmat(op: Any, V: torch.Tensor) -> torch.Tensor:
+    """op V for V (size, b), by the operator's ``matmat`` when it has one, else column by column."""
+    if V.shape[1] == 0:
+        return V.clone()
+    if hasattr(op, "matmat"):
+        return op.matmat(V).to(V.dtype)
+    return torch.stack([op.matvec(V[:, j]).to(V.dtype) for j in range(V.shape[1])], dim=1)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -595,6 +688,52 @@ def _residuals(S: np.ndarray, ends: list[tuple[int, float]]) -> np.ndarray:
 def _eigh(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending) and eigenvectors of the small projected matrix."""
     return np.linalg.eigh(T)
+
+
+_BATCH_PROBES = 32
+"""Probes (and Lanczos chains) per batched product in :func:`hutchinson`, :func:`hutchpp`, :func:`spectral_density`."""
+
+
+def _lanczos_chains(
+    op: Any, nv: int, m: int, *, gen: torch.Generator, advance: Callable[[int], None] | None = None
+) -> list[np.ndarray] | None:
+    """``nv`` independent Lanczos chains of ``m`` steps from Gaussian starts drawn in order, side by side: each step
+    is one :func:`_matmat` over all chains, with the recurrence and the full reorthogonalisation of
+    :func:`_lanczos_run` per chain (batched). Returns each chain's T, equal to :func:`_lanczos_run` on the same
+    starts up to rounding; None when a chain meets an invariant subspace before step m (there :func:`_lanczos_run`
+    restarts from a fresh random vector, so the caller redoes the chains one by one for identical results)."""
+    n = int(op.size)
+    dtype, dev = op.dtype, getattr(op, "device", "cpu")
+    Ts: list[np.ndarray] = []
+    for c0 in range(0, nv, _BATCH_PROBES):
+        c = min(_BATCH_PROBES, nv - c0)
+        V0 = torch.stack([_probe(n, dtype, gen, "gaussian") for _ in range(c)], dim=0).to(dev)  # (c, n)
+        Q = torch.zeros(c, m, n, dtype=dtype, device=dev)
+        T = np.zeros((c, m, m))
+        q = V0 / torch.linalg.vector_norm(V0, dim=1, keepdim=True)
+        scale = np.zeros(c)
+        for j in range(m):
+            k = j + 1
+            Q[:, j] = q
+            W = _matmat(op, q.T).T.to(dtype)  # (c, n)
+            coef = torch.zeros(c, k, dtype=dtype, device=dev)
+            for _ in range(2):
+                cc = torch.bmm(Q[:, :k], W[:, :, None])[:, :, 0]  # bmm on the strided view: no copy of Q
+                W = W - torch.bmm(cc[:, None, :], Q[:, :k])[:, 0]
+                coef = coef + cc
+            T[:, :k, j] = coef.double().cpu().numpy()
+            T[:, j, :k] = T[:, :k, j]
+            beta = torch.linalg.vector_norm(W, dim=1).double().cpu().numpy()
+            scale = np.maximum(scale, np.maximum(np.abs(T[:, j, j]), beta))
+            if advance is not None:
+                advance(c)
+            if j == m - 1:
+                break
+            if np.any(beta <= 1e-12 * scale):
+                return None
+            q = W / torch.as_tensor(beta, dtype=dtype, device=dev)[:, None]
+        Ts.extend(T)
+    return Ts
 
 
 def lanczos(
@@ -761,22 +900,32 @@ def hutchinson(
     seed: int = 0,
     distribution: str = "rademacher",
     level: float = 0.95,
+    batched: bool = True,
     progress: bool = False,
 ) -> TraceEstimate:
     """tr(H) ~ (1/m) sum_i z_i^T H z_i with independent Rademacher (or Gaussian) probes z_i (Hutchinson 1989,
     "A stochastic estimator of the trace of the influence matrix", Commun. Statist. 18, eq. 2.1). Unbiased;
     per-probe variance 2 sum_{i != j} H_ij^2 for Rademacher (2 |H|_F^2 for Gaussian). The CI is Student-t over
-    the probes."""
+    the probes. ``batched`` (default): the same probes, drawn in the same order, multiplied 32 at a time by the
+    operator's ``matmat`` (:meth:`HessianOperator.matmat`); equal to ``batched=False`` up to rounding."""
     op = _check_operator(op)
     m = check_int("n_probes", n_probes, minimum=2)
     level = _check_level(level)
     gen = _generator(seed)
     out = np.empty(m)
+    dev = getattr(op, "device", "cpu")
     with progress_bar(m, "hutchinson trace", enabled=progress) as adv:
-        for i in range(m):
-            z = _probe(op.size, op.dtype, gen, distribution).to(getattr(op, "device", "cpu"))
-            out[i] = float(torch.dot(z, op.matvec(z).to(op.dtype)))
-            adv(1)
+        if batched:  # the same probes in the same order, BATCH_PROBES products at a time
+            for s in range(0, m, _BATCH_PROBES):
+                c = min(_BATCH_PROBES, m - s)
+                Z = torch.stack([_probe(op.size, op.dtype, gen, distribution) for _ in range(c)], dim=1).to(dev)
+                out[s : s + c] = torch.sum(Z * _matmat(op, Z), dim=0).double().cpu().numpy()
+                adv(c)
+        else:
+            for i in range(m):
+                z = _probe(op.size, op.dtype, gen, distribution).to(dev)
+                out[i] = float(torch.dot(z, op.matvec(z).to(op.dtype)))
+                adv(1)
     return _t_interval(out, 0.0, level, m, "hutchinson")
 
 
@@ -787,6 +936,7 @@ def hutchpp(
     seed: int = 0,
     distribution: str = "rademacher",
     level: float = 0.95,
+    batched: bool = True,
     progress: bool = False,
 ) -> TraceEstimate:
     """Hutch++ (Meyer, Musco, Musco & Woodruff 2021, "Hutch++: Optimal stochastic trace estimation", SOSA,
@@ -796,7 +946,9 @@ def hutchpp(
 
     The top of the spectrum is captured exactly by the sketch, so on matrices whose trace is dominated by a few
     large eigenvalues (trained networks' Hessians) the variance is far below Hutchinson's at the same number of
-    products. The CI is Student-t over the residual probes (conditional on the sketch)."""
+    products. The CI is Student-t over the residual probes (conditional on the sketch). ``batched`` (default): the
+    sketch S, the basis Q and the residual probes (32 at a time) go through the operator's ``matmat`` as blocks; the
+    same probes in the same order as ``batched=False``, equal to it up to rounding."""
     op = _check_operator(op)
     m = check_int("n_matvec", n_matvec, minimum=6)
     level = _check_level(level)
@@ -810,17 +962,32 @@ def hutchpp(
             adv(1)
             return op.matvec(v).to(dtype)
 
+        def mm(V: torch.Tensor) -> torch.Tensor:
+            if not batched:
+                return torch.stack([mv(V[:, i]) for i in range(V.shape[1])], dim=1)
+            out = torch.cat([_matmat(op, V[:, i : i + _BATCH_PROBES]) for i in range(0, V.shape[1], _BATCH_PROBES)], 1)
+            adv(V.shape[1])
+            return out
+
         S = torch.stack([_probe(n, dtype, gen, distribution) for _ in range(s)], dim=1).to(dev)
-        HS = torch.stack([mv(S[:, i]) for i in range(s)], dim=1)
+        HS = mm(S)
         Q, _ = torch.linalg.qr(HS)
-        HQ = torch.stack([mv(Q[:, i]) for i in range(Q.shape[1])], dim=1)
+        HQ = mm(Q)
         low = float(torch.sum(Q * HQ))
         res = np.empty(n_g)
-        for i in range(n_g):
-            g = _probe(n, dtype, gen, distribution).to(dev)
-            g = g - Q @ (Q.T @ g)
-            hg = mv(g)
-            res[i] = float(torch.dot(g, hg - Q @ (Q.T @ hg)))
+        if batched:  # the same residual probes in the same order, in blocks
+            for s0 in range(0, n_g, _BATCH_PROBES):
+                c = min(_BATCH_PROBES, n_g - s0)
+                G = torch.stack([_probe(n, dtype, gen, distribution) for _ in range(c)], dim=1).to(dev)
+                G = G - Q @ (Q.T @ G)
+                HG = mm(G)
+                res[s0 : s0 + c] = torch.sum(G * (HG - Q @ (Q.T @ HG)), dim=0).double().cpu().numpy()
+        else:
+            for i in range(n_g):
+                g = _probe(n, dtype, gen, distribution).to(dev)
+                g = g - Q @ (Q.T @ g)
+                hg = mv(g)
+                res[i] = float(torch.dot(g, hg - Q @ (Q.T @ hg)))
     return _t_interval(res, low, level, m, "hutch++")
 
 
@@ -882,6 +1049,7 @@ def spectral_density(
     sigma_rel: float = 0.01,
     n_grid: int = 1000,
     seed: int = 0,
+    batched: bool = True,
     progress: bool = False,
 ) -> SpectralDensity:
     """Eigenvalue density by stochastic Lanczos quadrature (Golub & Meurant 2010, *Matrices, Moments and
@@ -895,7 +1063,12 @@ def spectral_density(
     components of T's eigenvectors: a Gauss quadrature for v^T g(H) v, exact for polynomials of degree <= 2m - 1,
     whose expectation over probes is tr(g(H))/n. Smoothing: sigma (default ``sigma_rel`` times the spread of all
     Ritz values, i.e. 1% of the spectrum's width) broadens each node into a normalised Gaussian; phi integrates to
-    exactly 1 on the grid, which extends 6 sigma beyond the extreme nodes with spacing <= sigma/4."""
+    exactly 1 on the grid, which extends 6 sigma beyond the extreme nodes with spacing <= sigma/4.
+
+    ``batched`` (default): the probes' Lanczos chains run side by side (32 at a time), each step one ``matmat``
+    over all chains; the same starting vectors and recurrences as ``batched=False``, equal up to rounding. A chain
+    that meets an invariant subspace before step m (tiny operators) makes the run redo the chains one by one, so the
+    random restart vector is drawn exactly as there."""
     op = _check_operator(op)
     nv = check_int("n_probes", n_probes, minimum=2)
     m = min(check_int("n_iter", n_iter, minimum=2), op.size)
@@ -906,7 +1079,15 @@ def spectral_density(
     gen = _generator(seed)
     nodes, weights = np.zeros((nv, m)), np.zeros((nv, m))
     with progress_bar(nv * m, "spectral density (SLQ)", enabled=progress) as adv:
-        for i in range(nv):
+        state = gen.get_state()
+        Ts = _lanczos_chains(op, nv, m, gen=gen, advance=adv) if batched else None
+        if Ts is not None:
+            for i, T in enumerate(Ts):
+                theta, S = _eigh(T)
+                nodes[i], weights[i] = theta, S[0] ** 2
+        else:  # one chain after another (also when a batched chain met an invariant subspace: redone exactly so)
+            gen.set_state(state)
+        for i in range(nv if Ts is None else 0):
             v0 = _probe(op.size, op.dtype, gen, "gaussian").to(getattr(op, "device", "cpu"))
             T, _, _ = _lanczos_run(op, v0, m, gen=gen, advance=adv)
             theta, S = _eigh(T)
