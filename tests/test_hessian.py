@@ -639,3 +639,24 @@ def test_matmat_falls_back_for_ops_torch_func_cannot_transform_and_handles_unuse
     ref = _column_by_column(op, V)
     assert torch.allclose(op.matmat(V), ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
     assert op._batchable
+
+
+def test_a_shuffling_loader_gives_one_fixed_matrix_and_non_finite_products_are_errors():
+    # Review finding: a DataLoader with shuffle=True and drop_last=True was re-iterated for every product, so the
+    # "matrix" changed between products. The operator now reads the data once.
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sphericalcow.errors import SphericalCowError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+    x, y = torch.randn(30, 4, dtype=torch.float64), torch.randn(30, 2, dtype=torch.float64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=7, shuffle=True, drop_last=True)
+    op = HessianOperator(model, "mse", loader)
+    v = torch.randn(op.size, dtype=torch.float64)
+    assert torch.equal(op.matvec(v), op.matvec(v))
+    assert op.loss() == op.loss()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(SphericalCowError, match="NaN or inf"):
+        HessianOperator(model, "mse", (x, y)).matvec(v)

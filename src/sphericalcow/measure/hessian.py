@@ -150,14 +150,26 @@ def _batch_size(x: Any) -> int:
     raise SphericalCowError(f"batch inputs of type {type(x).__name__} are not allowed; expected a tensor")
 
 
+def _finite(t: torch.Tensor) -> torch.Tensor:
+    """``t`` unchanged, or a one-line error when a product holds NaN or inf (Lanczos and the trace estimators would
+    otherwise fail deep inside LAPACK or return NaN)."""
+    if not bool(torch.isfinite(t).all()):
+        raise SphericalCowError(
+            "a Hessian-vector product holds NaN or inf: the loss or the model's weights/outputs are not finite here"
+        )
+    return t
+
+
 class _Data:
-    """One (x, y) batch or a re-iterable collection of batches; one-shot iterators are materialised."""
+    """One (x, y) batch or a collection of batches, read ONCE when the operator is built: a shuffling or augmenting
+    DataLoader would otherwise give a different matrix on every product (Lanczos needs one fixed symmetric matrix).
+    For data too large to hold, pass a fixed subset of batches."""
 
     def __init__(self, data: Any) -> None:
         if _is_batch(data):
             self._batches: Any = [tuple(data)]
         elif isinstance(data, Iterable) and not isinstance(data, torch.Tensor | str | dict):
-            self._batches = list(data) if iter(data) is data else data
+            self._batches = [tuple(b) if isinstance(b, list | tuple) else b for b in data]
         else:
             raise SphericalCowError(
                 f"data of type {type(data).__name__} is not allowed; expected an (x, y) batch or an iterable of them"
@@ -383,7 +395,7 @@ class HessianOperator:
             acc = hv if acc is None else acc + hv
             n += nb
         self.n_matvec += 1
-        return acc / n
+        return _finite(acc / n)
 
     __call__ = matvec
 
@@ -421,7 +433,7 @@ class HessianOperator:
                     acc = hv if acc is None else acc + hv
                     n += nb
                 self.n_matvec += b
-                return acc / n
+                return _finite(acc / n)
             except (RuntimeError, NotImplementedError):  # an op torch.func cannot transform: products one by one
                 self._batchable = False
                 self._vcache = {} if self._vcache is not None else None
