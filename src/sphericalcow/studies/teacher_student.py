@@ -121,9 +121,9 @@ class TeacherStudentConfig(StudyConfig):
     lr_v: float | None = Field(None, gt=0, le=5, allow_inf_nan=False, description="second layer; None: lr")
     noise: float = Field(0.0, ge=0, le=10, allow_inf_nan=False, description="teacher output-noise std")
     Ns: list[int] = Field(
-        default_factory=lambda: [250, 500, 1000],
+        default_factory=lambda: [200, 400, 800],
         min_length=2,
-        description="input dimensions (N = 400 shows finite-N shifts of the escape time at 16 runs)",
+        description="input dimensions (at Nmax = 400, 16 runs resolve finite-N shifts of the escape time)",
     )
     n_seeds: int = Field(16, ge=3, le=1000, description="runs per N (16: a pooled band that catches lr off by 10%)")
     t_max: float = Field(60.0, gt=0, le=10_000, allow_inf_nan=False, description="time in units of N steps")
