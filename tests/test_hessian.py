@@ -660,3 +660,20 @@ def test_a_shuffling_loader_gives_one_fixed_matrix_and_non_finite_products_are_e
         model[0].weight[0, 0] = float("nan")
     with pytest.raises(SphericalCowError, match="NaN or inf"):
         HessianOperator(model, "mse", (x, y)).matvec(v)
+
+
+def test_half_precision_models_are_analysed_in_float32():
+    import copy
+
+    torch.manual_seed(0)
+    half = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(torch.bfloat16)
+    x, y = torch.randn(20, 4).bfloat16(), torch.randn(20, 1).bfloat16()
+    # reference: the same (bf16-rounded) weights and data analysed in float64
+    ref_model = copy.deepcopy(half).double()
+    ref = lanczos(HessianOperator(ref_model, "mse", (x.double(), y.double())), k=2, seed=0).top
+    op = HessianOperator(half, "mse", (x, y))
+    assert op.dtype == torch.float32
+    assert next(half.parameters()).dtype == torch.bfloat16  # the model itself is untouched
+    res = lanczos(op, k=2, seed=0)
+    assert res.converged
+    np.testing.assert_allclose(res.top, ref, rtol=1e-4)  # float32 arithmetic on identical weights
