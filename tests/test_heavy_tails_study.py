@@ -40,7 +40,7 @@ def test_small_heavy_tails_study(tmp_path):
         assert np.all(c["test_accuracy"] > 0.25)  # ten classes: chance is 0.1 (24 steps at B=256, lr=0.02: ~0.4)
         assert np.all(c["spikes"]["2"][:, 0] == 0)
     verdicts = {v.claim: v for v in result.verdicts}
-    assert len(verdicts) == 5
+    assert len(verdicts) == 7
     init = next(v for c, v in verdicts.items() if c.startswith("At initialisation"))
     assert init.passed is True
     # verdicts are decided by the recorded numbers
@@ -54,6 +54,15 @@ def test_small_heavy_tails_study(tmp_path):
     trend_v = next(v for c, v in verdicts.items() if c.startswith("Larger lr/B"))
     p = mannwhitneyu(hot["alpha"]["2"][:, -1], cold["alpha"]["2"][:, -1], alternative="less", method="exact").pvalue
     assert trend_v.passed == bool(p <= 0.05)
+    # each factor separately: paired over seeds and the other factor's levels, exact Wilcoxon signed-rank
+    from scipy.stats import wilcoxon
+
+    by = {(c["batch"], c["lr"]): c["alpha"]["2"][:, -1] for c in conds}
+    d_lr = np.concatenate([by[(b, 0.3)] - by[(b, 0.02)] for b in (32, 256)])
+    d_b = np.concatenate([by[(32, lr)] - by[(256, lr)] for lr in (0.02, 0.3)])
+    for key, d in (("larger learning rate", d_lr), ("smaller batch", d_b)):
+        v = next(v for c, v in verdicts.items() if key in c)
+        assert v.passed == bool(wilcoxon(d, alternative="less", method="exact").pvalue <= 0.05)
     assert any(v.passed is None for v in result.verdicts)  # the scale check is informational
     rows = result.tables[0].rows
     assert len(rows) == 8 and {r["layer"] for r in rows} == {"0", "2"}

@@ -26,7 +26,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from pydantic import Field, model_validator
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, wilcoxon
 from scipy.stats import t as student_t
 
 from ..measure.weight_spectra import WeightSpectra, plot_weight_spectra, weight_spectra
@@ -241,6 +241,32 @@ def run(cfg: HeavyTailsConfig, *, progress: bool = True) -> Result:
                 f"alpha(B={hot[0]}, lr={hot[1]:g}) = {np.round(a_hot, 2).tolist()} vs alpha(B={cold[0]}, "
                 f"lr={cold[1]:g}) = {np.round(a_cold, 2).tolist()}; one-sided exact Mann-Whitney p = {u.pvalue:.3g} "
                 f"(pass at p <= {1 - cfg.ci_level:.2g})",
+            )
+        )
+    # each factor on its own, paired over seeds (every condition starts from the same weights) and over the levels of
+    # the other factor: alpha(larger lr) - alpha(smaller lr) at fixed B, alpha(smaller B) - alpha(larger B) at fixed lr
+    Bs, lrs = sorted(cfg.batch_sizes), sorted(cfg.lrs)
+    factors = []
+    if len(lrs) >= 2:
+        d = np.concatenate([alpha[(b, lrs[-1])][main_layer][:, -1] - alpha[(b, lrs[0])][main_layer][:, -1] for b in Bs])
+        factors.append((f"a larger learning rate ({lrs[-1]:g} vs {lrs[0]:g}) at fixed batch size", d))
+    if len(Bs) >= 2:
+        d = np.concatenate(
+            [alpha[(Bs[0], lr)][main_layer][:, -1] - alpha[(Bs[-1], lr)][main_layer][:, -1] for lr in lrs]
+        )
+        factors.append((f"a smaller batch ({Bs[0]} vs {Bs[-1]}) at fixed learning rate", d))
+    for what, d in factors:
+        d = d[np.isfinite(d)]
+        if len(d) < 2 or np.all(d == 0):
+            continue
+        w = wilcoxon(d, alternative="less", method="exact" if len(d) <= 25 else "auto")
+        verdicts.append(
+            Verdict(
+                f"{what.capitalize()} gives heavier tails (smaller alpha) in layer {main_layer}",
+                bool(w.pvalue <= 1 - cfg.ci_level),
+                f"paired differences of alpha over seeds and the other factor's levels: {np.round(d, 2).tolist()}; "
+                f"one-sided exact Wilcoxon signed-rank p = {w.pvalue:.3g} (pass at p <= {1 - cfg.ci_level:.2g}; with "
+                f"{len(d)} pairs the smallest possible p is {0.5 ** len(d):.2g})",
             )
         )
     a_mean = float(np.mean(a_hot))
