@@ -86,14 +86,7 @@ def ensemble_statistics(
         raise SphericalCowError(
             f"NTK statistics need parametrization='ntk' (got {arch.parametrization!r}); pass ntk=False"
         )
-    if x is None:
-        xv = torch.ones(arch.d_in, dtype=dtype)
-    else:
-        xv = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype).reshape(-1)
-        if xv.shape[0] != arch.d_in or not torch.isfinite(xv).all():
-            raise SphericalCowError(
-                f"x must be a finite vector of length d_in={arch.d_in}; got shape {tuple(xv.shape)}"
-            )
+    xv = _input_vector(arch, x, dtype)
     sizes = [arch.d_in, *arch.widths, arch.d_out]
     n_layers = len(sizes) - 1
     gen = torch.Generator().manual_seed(int(seed))
@@ -143,6 +136,16 @@ def ensemble_statistics(
     )
 
 
+def _input_vector(arch: Any, x: Any, dtype: torch.dtype) -> torch.Tensor:
+    """The one input as a tensor (``None``: all ones, so |x|^2 / d_in = 1 as the theory assumes)."""
+    if x is None:
+        return torch.ones(arch.d_in, dtype=dtype)
+    xv = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype).reshape(-1)
+    if xv.shape[0] != arch.d_in or not torch.isfinite(xv).all():
+        raise SphericalCowError(f"x must be a finite vector of length d_in={arch.d_in}; got shape {tuple(xv.shape)}")
+    return xv
+
+
 def _forward(
     arch: Any, sizes: list[int], x: torch.Tensor, b: int, gen: torch.Generator, dtype: torch.dtype, requires_grad: bool
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -189,9 +192,7 @@ def ntk_velocity_samples(
         raise SphericalCowError("ntk_velocity_samples needs a plain MLP in NTK parametrization")
     if not isinstance(n_nets, int) or isinstance(n_nets, bool) or n_nets < 2:
         raise SphericalCowError(f"n_nets={n_nets!r} is not allowed; expected an integer >= 2")
-    xv = torch.ones(arch.d_in, dtype=dtype) if x is None else torch.as_tensor(np.asarray(x, np.float64), dtype=dtype)
-    if xv.shape != (arch.d_in,):
-        raise SphericalCowError(f"x must be a vector of length d_in={arch.d_in}; got shape {tuple(xv.shape)}")
+    xv = _input_vector(arch, x, dtype)
     sizes = [arch.d_in, *arch.widths, arch.d_out]
     gen = torch.Generator().manual_seed(int(seed))
     fs, ths, dhs = [], [], []

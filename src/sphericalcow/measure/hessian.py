@@ -45,7 +45,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from sphericalcow.errors import SphericalCowError, check_int, check_positive
-from sphericalcow.measure.stats import Estimate, mean_ci
+from sphericalcow.measure.stats import Estimate, _check_level, mean_ci
 from sphericalcow.progress import progress_bar
 
 __all__ = [
@@ -899,12 +899,6 @@ def _t_interval(samples: np.ndarray, offset: float, level: float, n_matvec: int,
     sem = float(samples.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     half = float(_sps.t.ppf(0.5 + level / 2, n - 1)) * sem if n > 1 else float("nan")
     return TraceEstimate(mean, sem, mean - half, mean + half, level, n_matvec, method, samples)
-
-
-def _check_level(level: float) -> float:
-    if not 0 < level < 1:
-        raise SphericalCowError(f"level={level!r} is not allowed; expected a number in (0, 1)")
-    return float(level)
 
 
 def hutchinson(

@@ -300,8 +300,13 @@ def run(cfg: AspectRatioConfig, *, progress: bool = True) -> Result:
     summary = (
         f"{cfg.activation} MLPs at the critical initialisation with ~{cfg.budget} parameters each, depth "
         f"{cfg.depths[0]}..{cfg.depths[-1]} (r = {r[0]:.3g}..{r[-1]:.3g}), trained for {cfg.steps} full-batch "
-        f"gradient-descent steps with the equivalence-principle learning rates (base {cfg.base_lr}) on a random "
-        f"depth-{cfg.teacher_depth} tanh teacher ({cfg.n_train} training points). Theory's scale: r_c = 1/nu"
+        f"gradient-descent steps with the equivalence-principle learning rates (base {cfg.base_lr}) on "
+        + (
+            f"a random depth-{cfg.teacher_depth} tanh teacher"
+            if cfg.task == "teacher"
+            else "the multi-index target (w1.x)(w2.x)"
+        )
+        + f" ({cfg.n_train} training points). Theory's scale: r_c = 1/nu"
         + (f" = {r_c:.3g}." if r_c else " (none for this activation).")
     )
     return Result(

@@ -158,6 +158,16 @@ def _moments(act: Activation, K: float, with_ntk: bool) -> _Moments:
     return _Moments(s2, s4, ds2, p2, p4, dp2, s2p2)
 
 
+def input_q(arch: Any, x: Any) -> float:
+    """q = |x|^2 / d_in of one input vector (``None``: 1, i.e. K^{(1)} = C_b + C_W); a one-line error otherwise."""
+    if x is None:
+        return 1.0
+    xv = np.asarray(x, dtype=np.float64).reshape(-1)
+    if xv.shape[0] != arch.d_in or not np.isfinite(xv).all():
+        raise SphericalCowError(f"x must be a finite vector of length d_in={arch.d_in}; got shape {xv.shape}")
+    return float(xv @ xv) / arch.d_in
+
+
 def finite_width(arch: Any, x: Any = None) -> FiniteWidth:
     """Leading-order K, V, kurtosis and NTK fluctuations (A, B, D) of one neuron for a single input, per layer.
 
@@ -169,13 +179,7 @@ def finite_width(arch: Any, x: Any = None) -> FiniteWidth:
         raise SphericalCowError("finite_width supports plain (non-residual) MLPs only; got residual=True")
     act = arch.activation
     cw, cb = float(arch.cw), float(arch.cb)
-    if x is None:
-        q = 1.0
-    else:
-        xv = np.asarray(x, dtype=np.float64).reshape(-1)
-        if xv.shape[0] != arch.d_in or not np.isfinite(xv).all():
-            raise SphericalCowError(f"x must be a finite vector of length d_in={arch.d_in}; got shape {xv.shape}")
-        q = float(xv @ xv) / arch.d_in
+    q = input_q(arch, x)
     with_ntk = arch.parametrization == "ntk"
     fan_in = np.array([arch.d_in, *arch.widths], dtype=np.float64)  # n_{l-1} for l = 1..L+1
     n_layers = arch.depth + 1
@@ -347,4 +351,3 @@ def ntk_velocity(arch: Any, x: Any = None) -> NTKVelocity:
     return NTKVelocity(
         rate=float(rate), relative=float(rel), coefficient=float(rel * n_L), theta=theta, aspect_ratio=fw.aspect_ratio
     )
-

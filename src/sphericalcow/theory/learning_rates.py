@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import SphericalCowError
+from .finite_width import input_q
 from .gaussian import expect1
 
 __all__ = ["LearningRates", "learning_rates"]
@@ -95,13 +96,7 @@ def learning_rates(arch: Any, base_lr: float, x: Any = None) -> LearningRates:
         raise SphericalCowError(f"base_lr={base_lr!r} is not allowed; expected a positive finite number")
     act = arch.activation
     cw, cb = float(arch.cw), float(arch.cb)
-    if x is None:
-        q = 1.0
-    else:
-        xv = np.asarray(x, dtype=np.float64).reshape(-1)
-        if xv.shape[0] != arch.d_in or not np.isfinite(xv).all():
-            raise SphericalCowError(f"x must be a finite vector of length d_in={arch.d_in}; got shape {xv.shape}")
-        q = float(xv @ xv) / arch.d_in
+    q = input_q(arch, x)
     if cw * q <= 0:
         raise SphericalCowError("learning_rates needs a non-zero input (|x|^2 > 0) and C_W > 0")
     n_layers = arch.depth + 1
