@@ -213,3 +213,46 @@ def test_residual_and_bad_input():
         finite_width(sc.MLP(3, 8, 2, activation="relu", residual=True))
     with pytest.raises(sc.SphericalCowError, match="d_in"):
         finite_width(sc.MLP(3, 8, 2, activation="relu"), [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "act,cw,widths",
+    [
+        ("relu", 2.0, [32, 32, 32]),
+        ("relu", 1.3, [20, 30, 50]),
+        ("leaky_relu", 1.7, [12, 40, 25]),
+        ("linear", 0.9, [8, 16, 64]),
+    ],
+)
+def test_dntk_correlators_match_exact_integration_by_parts_identity(act, cw, widths):
+    # independent route: for scale-invariant sigma with C_b = 0, E[f dH] = (1/2)[(L+1) E[f^2 Theta] - E[Theta^2]]
+    # exactly (Gaussian integration by parts), whose 1/n part is built from A, B, D, F, not from P and Q
+    arch = sc.MLP(4, widths, len(widths), activation=act, cw=cw)
+    fw = finite_width(arch)
+    L1 = len(widths) + 1
+    ibp = 0.5 * (L1 * (fw.D[-1] + 2 * fw.F[-1]) - (fw.A[-1] + 2 * fw.B[-1]))
+    assert fw.P[-1] + 2 * fw.Q[-1] == pytest.approx(ibp, rel=1e-10)
+    assert fw.P[0] == fw.Q[0] == 0.0  # the first layer is linear in its parameters
+
+
+def test_relu_dntk_closed_form():
+    # ReLU, C_W = 2, C_b = 0, |x|^2/d = 1: every sigma'' average vanishes and chi = 1, so P = 0 and
+    # Q^{(l)} = sum_{m<=l} F^{(m)} with F^{(m)} = 4 m (m - 1): n E[dTheta/dt] = -(16/3) L (L+1) (L+2)
+    for L in (1, 2, 5, 9):
+        arch = sc.MLP(3, 64, L, activation="relu", cw=2.0)
+        fw = finite_width(arch)
+        np.testing.assert_allclose(fw.P, 0.0, atol=1e-10)
+        m = np.arange(1, L + 2)
+        np.testing.assert_allclose(fw.Q, 4.0 * (m - 1) * m * (m + 1) / 3.0, rtol=1e-11)
+        assert 64 * sc.ntk_velocity(arch).rate == pytest.approx(-16.0 / 3.0 * L * (L + 1) * (L + 2), rel=1e-11)
+
+
+def test_ntk_velocity_any_activation_scales_as_inverse_width():
+    for act, cw, cb in (("tanh", 1.0, 0.0), ("gelu", 1.98306, 0.172922), ("relu", 2.0, 0.2), ("erf", 1.2, 0.1)):
+        v1 = sc.ntk_velocity(sc.MLP(4, 30, 4, activation=act, cw=cw, cb=cb))
+        v2 = sc.ntk_velocity(sc.MLP(4, 60, 4, activation=act, cw=cw, cb=cb))
+        assert np.isfinite(v1.rate) and v1.rate != 0.0
+        assert v2.rate == pytest.approx(v1.rate / 2, rel=1e-12) and v1.coefficient == pytest.approx(v2.coefficient)
+    # the relative change grows with depth at fixed width (the r dependence)
+    rel = [sc.ntk_velocity(sc.MLP(4, 64, L, activation="gelu", cw=1.98306, cb=0.172922)).relative for L in (1, 3, 9)]
+    assert abs(rel[0]) < abs(rel[1]) < abs(rel[2])

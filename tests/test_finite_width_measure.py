@@ -122,13 +122,70 @@ def test_ntk_velocity_and_same_neuron_covariance_against_networks():
 def test_ntk_velocity_refuses_what_it_cannot_compute():
     from sphericalcow.theory.finite_width import ntk_velocity
 
-    for arch in (sc.MLP(3, 8, 2, activation="tanh"), sc.MLP(3, 8, 2, activation="relu", cb=0.1)):
-        with pytest.raises(sc.SphericalCowError, match="scale-invariant"):
+    for arch in (
+        sc.MLP(3, 8, 2, activation="tanh", parametrization="standard"),
+        sc.MLP(3, 8, 2, activation="relu", residual=True),
+    ):
+        with pytest.raises(sc.SphericalCowError, match="NTK parametrization"):
             ntk_velocity(arch)
-    v = ntk_velocity(sc.MLP(3, 100, 5, activation="relu", cw=2.0))
-    v2 = ntk_velocity(sc.MLP(3, 200, 5, activation="relu", cw=2.0))
-    assert (
-        v.rate < 0
-        and v2.rate == pytest.approx(v.rate / 2, rel=1e-12)
-        and v.coefficient == pytest.approx(v2.coefficient)
-    )
+
+
+@pytest.mark.parametrize(
+    "act,cw,cb", [("gelu", 1.98306, 0.172922), ("tanh", 1.0, 0.3), ("relu", 2.0, 0.2), ("silu", 1.7, 0.1)]
+)
+def test_ntk_velocity_one_hidden_layer_is_exact_at_small_width(act, cw, cb):
+    # with one hidden layer the first layer is Gaussian and linear in its parameters, so E[f dH] = (P + 2Q)/n holds
+    # at every n: checked at n = 4 against the double-backward dNTK of 30000 networks (measured |z| <= 1.6)
+    from sphericalcow.measure.finite_width import ntk_velocity_samples
+
+    arch = sc.MLP(3, 4, 1, activation=act, cw=cw, cb=cb)
+    th = sc.ntk_velocity(arch).rate
+    m = ntk_velocity_samples(arch, 30000, seed=7)
+    assert abs(m.rate - th) < 4 * m.rate_se, (m.rate, th, m.rate_se)
+    assert abs(th) > 10 * m.rate_se
+
+
+def test_ntk_change_after_one_gradient_step_matches_velocity():
+    # the NTK before and after one step of gradient descent (eta = 1e-3, target y = 0.7) on 40000 real one-hidden-
+    # layer GELU networks, with no second derivatives: E[Theta_after - Theta_before] / eta = E[dTheta/dt] + O(eta)
+    cw, cb, n, eta, y = 1.98306, 0.172922, 6, 1e-3, 0.7
+    arch = sc.MLP(3, n, 1, activation="gelu", cw=cw, cb=cb)
+    gen = torch.Generator().manual_seed(3)
+    b = 40000
+    x = torch.ones(3, dtype=torch.float64)
+    params = [
+        torch.randn(b, n, 3, generator=gen, dtype=torch.float64),
+        torch.randn(b, n, generator=gen, dtype=torch.float64),
+        torch.randn(b, n, generator=gen, dtype=torch.float64),
+        torch.randn(b, generator=gen, dtype=torch.float64),
+    ]
+
+    def f_and_grads(ps):
+        ps = [p.detach().requires_grad_(True) for p in ps]
+        W1, b1, w2, b2 = ps
+        z1 = np.sqrt(cb) * b1 + np.sqrt(cw / 3) * (W1 @ x)
+        f = np.sqrt(cb) * b2 + np.sqrt(cw / n) * (w2 * torch.nn.functional.gelu(z1)).sum(1)
+        g = torch.autograd.grad(f.sum(), ps)
+        return f.detach(), g, sum(t.pow(2).flatten(1).sum(1) if t.dim() > 1 else t.pow(2) for t in g)
+
+    f, g, th0 = f_and_grads(params)
+    stepped = [p - eta * (f - y).reshape(-1, *([1] * (p.dim() - 1))) * gp for p, gp in zip(params, g, strict=True)]
+    _, _, th1 = f_and_grads(stepped)
+    d = ((th1 - th0) / eta).numpy()
+    theory = sc.ntk_velocity(arch).rate
+    se = d.std(ddof=1) / np.sqrt(b)
+    assert abs(d.mean() - theory) < 4 * se, (d.mean(), theory, se)
+    assert abs(theory) > 10 * se
+
+
+def test_ntk_velocity_tanh_depth3_richardson():
+    # the P, Q recursions across layers for a K*=0 activation at criticality: Richardson between n = 16 and 32
+    # (10000 nets each; measured 0.51 +- 0.04 vs theory 0.49 for n x rate), 4 SE
+    from sphericalcow.measure.finite_width import ntk_velocity_samples
+
+    L, n = 3, 16
+    th = n * sc.ntk_velocity(sc.MLP(4, n, L, activation="tanh", cw=1.0)).rate
+    m1, m2 = (ntk_velocity_samples(sc.MLP(4, m, L, activation="tanh", cw=1.0), 10000, seed=5) for m in (n, 2 * n))
+    a, se = 4 * n * m2.rate - n * m1.rate, np.hypot(4 * n * m2.rate_se, n * m1.rate_se)
+    assert abs(a - th) < 4 * se, (a, th, se)
+    assert th > 5 * se

@@ -70,6 +70,8 @@ def test_cow_finite_width_json(capsys):
     assert out["universal_kurtosis_slope"] == 15.0
     assert out["layers"][-1]["kurtosis"] == pytest.approx(15 * 3 / 20, rel=1e-12)
     assert out["layers"][-1]["kurtosis_exact"] == pytest.approx(3 * ((1 + 5 / 20) ** 3 - 1), rel=1e-12)
+    # ReLU at C_W = 2: n E[dTheta/dt] = -(16/3) L (L+1) (L+2) (tests/test_finite_width.py)
+    assert out["ntk_velocity"]["rate"] == pytest.approx(-16 / 3 * 3 * 4 * 5 / 20, rel=1e-12)
     with pytest.raises(SystemExit) as e:
         main(["finite-width", "--activation", "relu", "--depth", "3", "--width", "0"])
     assert e.value.code == 2

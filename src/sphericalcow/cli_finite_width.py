@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         from .description import MLP
         from .errors import SphericalCowError, check_positive
         from .theory.criticality import critical_init
-        from .theory.finite_width import finite_width, universal_kurtosis_slope
+        from .theory.finite_width import finite_width, ntk_velocity, universal_kurtosis_slope
         from .theory.learning_rates import learning_rates
 
         for name, v in (("--depth", depth), ("--width", width), ("--d-in", d_in)):
@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
             "universal_kurtosis_slope": slope,
             "layers": fw.as_rows(),
         }
+        v = ntk_velocity(arch, x)
+        out["ntk_velocity"] = {"rate": v.rate, "relative": v.relative, "coefficient": v.coefficient, "theta": v.theta}
         if base_lr is not None:
             lr = learning_rates(arch, base_lr, x)
             out["learning_rates"] = [
@@ -80,6 +82,10 @@ def register(app: typer.Typer) -> None:
         if slope is not None:
             note += f": at criticality kurtosis ~ {slope:g} l/n at large depth"
         out_console.print(note)
+        out_console.print(
+            f"NTK change at the start of training (gradient flow, one input): mean dTheta/dt = {v.rate:.6g}, "
+            f"relative {v.relative:.4g} per unit Theta t = {v.coefficient:.4g}/n"
+        )
         if fw.aspect_ratio > 0.3:
             out_console.print("note: r > 0.3: the leading 1/n expansion is unreliable here (r of order one)")
         if base_lr is not None:
