@@ -80,6 +80,16 @@ def test_factory_json_matches_the_library(netfile):
     assert d["conv"] == "slices" and d["layers"][0]["n_matrices"] == 9
 
 
+def test_bootstrap_alpha_se_matches_the_library(netfile):
+    code, stdout, err = cow_main("spectra", f"{netfile}:make", "--json", "--alpha-se", "bootstrap", "--n-boot", "30")
+    assert code == 0, err
+    got = json.loads(stdout)["layers"]
+    ref = weight_spectra(load_factory(f"{netfile}:make"), alpha_se="bootstrap", n_boot=30, seed=0).records()
+    for g, w in zip(got, ref, strict=True):
+        assert g["alpha_se_method"] == "bootstrap"
+        assert g["alpha_se"] == pytest.approx(w["alpha_se"], rel=1e-12)
+
+
 def test_checkpoint_writes_csv_and_png_and_never_overwrites(netfile, tmp_path):
     model = load_factory(f"{netfile}:make")
     ckpt = tmp_path / "ckpt.pt"
@@ -132,6 +142,8 @@ def test_a_checkpoint_whose_unpickling_runs_code_is_refused(tmp_path):
         (["spectra", "missing.pt"], "neither an existing checkpoint"),
         (["spectra", "NET:make", "--factory", "NET:make"], "--factory is for checkpoints"),
         (["spectra", "torch.nn:ReLU"], "no dense or convolutional"),
+        (["spectra", "NET:make", "--alpha-se", "jackknife"], "--alpha-se='jackknife'"),
+        (["spectra", "NET:make", "--alpha-se", "bootstrap", "--n-boot", "3"], "n_boot"),
     ],
 )
 def test_errors_are_one_line(args, needle, netfile, tmp_path, monkeypatch):

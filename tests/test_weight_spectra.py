@@ -392,3 +392,201 @@ def test_weight_spectra_bad_input():
         weight_spectra(torch.nn.LazyLinear(4))
     tiny = weight_spectra(torch.nn.Linear(3, 5)).layers[0]  # 3 eigenvalues: no fits, NaN in the table
     assert tiny.mp is None and tiny.power_law is None and math.isnan(tiny.record()["alpha"])
+
+
+# ------------------------------------------------------------------------------- bootstrap standard error of alpha
+def planted(n, frac_tail, alpha, rng, xmin=1.0):
+    """A non-power-law body (density 3 x^2 / xmin^3 on [0, xmin]) and a Pareto(alpha) tail above xmin; the number of
+    tail points is Binomial(n, frac_tail)."""
+    nt = rng.binomial(n, frac_tail)
+    return np.concatenate([xmin * rng.random(n - nt) ** (1 / 3), pareto(nt, alpha, xmin, rng)])
+
+
+def coverage_counts(reps, n, frac_tail, alpha, n_boot, seed):
+    """Per draw: (asymptotic CI covers alpha, bootstrap CI covers alpha), both 95% normal intervals around the same
+    estimate (the bootstrap fit also gives the point estimate and n_tail, hence the asymptotic SE)."""
+    rng = np.random.default_rng(seed)
+    z = sps.norm.ppf(0.975)
+    out = []
+    for r in range(reps):
+        fit = fit_power_law(planted(n, frac_tail, alpha, rng), alpha_se="bootstrap", n_boot=n_boot, seed=r)
+        se_asym = (fit.alpha - 1) / math.sqrt(fit.n_tail)
+        lo, hi = fit.ci(0.95)
+        assert hi - fit.alpha == pytest.approx(z * fit.alpha_se, rel=1e-12)
+        out.append((abs(fit.alpha - alpha) <= z * se_asym, lo <= alpha <= hi))
+    return np.array(out)
+
+
+def cp_interval(k, n, level=0.999):
+    return sps.binomtest(int(k), int(n)).proportion_ci(level, method="exact")
+
+
+def test_asymptotic_se_under_covers_when_xmin_is_scanned():
+    """Body + Pareto(2.5) tail, 200 points, 40% in the tail: alpha +- 1.96 (alpha - 1)/sqrt(n_tail) ignores the
+    uncertainty of the KS-selected xmin and covers the truth clearly less often than 95% (its 99.9% Clopper-Pearson
+    interval lies below 0.95)."""
+    rng = np.random.default_rng(2024)
+    s = 1000
+    hits = 0
+    for _ in range(s):
+        fit = fit_power_law(planted(200, 0.4, 2.5, rng))
+        assert fit.se_method == "asymptotic" and math.isnan(fit.xmin_se)
+        hits += abs(fit.alpha - 2.5) <= 1.959964 * fit.alpha_se
+    ci = cp_interval(hits, s)
+    assert ci.high < 0.95, (hits, ci)
+
+
+def test_bootstrap_se_covers_at_the_nominal_rate_where_the_asymptotic_one_does_not():
+    """Clauset et al. 2009, Sec. 3.5: the bootstrap over the whole procedure (resample, re-select xmin, refit). On
+    150 draws of the same mixture as above the bootstrap interval covers at a rate whose 99.9% Clopper-Pearson
+    interval contains 0.95 (it excludes rates below ~0.89, where the asymptotic one lies), and on the same draws it
+    covers where the asymptotic one misses more often than the reverse (the slow test makes this a McNemar test)."""
+    cov = coverage_counts(150, 200, 0.4, 2.5, n_boot=100, seed=7)
+    asym, boot = cov[:, 0], cov[:, 1]
+    ci = cp_interval(boot.sum(), boot.size)
+    assert ci.low <= 0.95 <= ci.high, (boot.sum(), ci)
+    assert np.sum(boot & ~asym) > np.sum(asym & ~boot), (boot.sum(), asym.sum())
+
+
+@pytest.mark.slow
+def test_bootstrap_coverage_long_run():
+    """600 draws at two sample sizes, 200 resamples each: bootstrap coverage consistent with 95% (99% Clopper-Pearson
+    interval), asymptotic coverage below it, and on the same draws the bootstrap covers more often (exact one-sided
+    McNemar test on the discordant draws, p < 0.01)."""
+    for n, seed in ((200, 1), (300, 2)):
+        cov = coverage_counts(600, n, 0.4, 2.5, n_boot=200, seed=seed)
+        asym, boot = cov[:, 0], cov[:, 1]
+        ci_boot = cp_interval(boot.sum(), len(cov), 0.99)
+        ci_asym = cp_interval(asym.sum(), len(cov), 0.99)
+        assert ci_boot.low <= 0.95 <= ci_boot.high, (n, boot.sum())
+        assert ci_asym.high < 0.95, (n, asym.sum())
+        only_boot, only_asym = int(np.sum(boot & ~asym)), int(np.sum(asym & ~boot))
+        p = sps.binomtest(only_boot, only_boot + only_asym, 0.5, alternative="greater").pvalue
+        assert p < 0.01, (n, only_boot, only_asym)
+
+
+def test_bootstrap_is_the_whole_procedure_on_resamples_and_is_seeded():
+    """Independent route: resample by hand with the same generator stream and refit each resample with the full scan;
+    the standard deviations must agree exactly. Same seed: same answer; another seed: another answer."""
+    rng = np.random.default_rng(31)
+    x = planted(150, 0.5, 3.0, rng)
+    fit = fit_power_law(x, alpha_se="bootstrap", n_boot=40, seed=5)
+    data = np.sort(x)
+    g = np.random.default_rng(5)
+    reps = [fit_power_law(data[g.integers(0, data.size, data.size)]) for _ in range(40)]
+    assert fit.alpha_se == pytest.approx(np.std([r.alpha for r in reps], ddof=1), rel=1e-12)
+    assert fit.xmin_se == pytest.approx(np.std([r.xmin for r in reps], ddof=1), rel=1e-12)
+    assert (fit.se_method, fit.n_boot) == ("bootstrap", 40)
+    plain = fit_power_law(x)
+    assert (fit.alpha, fit.xmin, fit.n_tail, fit.ks) == (plain.alpha, plain.xmin, plain.n_tail, plain.ks)
+    assert fit_power_law(x, alpha_se="bootstrap", n_boot=40, seed=5) == fit
+    assert fit_power_law(x, alpha_se="bootstrap", n_boot=40, seed=6).alpha_se != fit.alpha_se
+
+
+def test_bootstrap_with_known_xmin_matches_the_asymptotic_se():
+    """Pure Pareto data with xmin given: no selection uncertainty, so the bootstrap SD of the MLE must agree with
+    (alpha - 1)/sqrt(n) (the inverse Fisher information, Clauset et al. Eq. 3.2) within its own sampling error
+    (relative sd ~ 1/sqrt(2 n_boot) = 3.5% for 400 resamples, plus O(1/sqrt(n)) skewness of the MLE)."""
+    rng = np.random.default_rng(8)
+    ratios = []
+    for _ in range(5):
+        x = pareto(500, 2.8, 1.0, rng)
+        fit = fit_power_law(x, xmin=1.0, alpha_se="bootstrap", n_boot=400, seed=1)
+        ratios.append(fit.alpha_se / ((fit.alpha - 1) / math.sqrt(500)))
+        assert fit.xmin_se == 0.0
+    assert abs(np.mean(ratios) - 1) < 0.06, ratios
+
+
+def test_bootstrap_bad_input_and_passthrough():
+    x = np.arange(1, 40.0)
+    with pytest.raises(SphericalCowError, match="alpha_se='jackknife'"):
+        fit_power_law(x, alpha_se="jackknife")
+    with pytest.raises(SphericalCowError, match="n_boot=5"):
+        fit_power_law(x, alpha_se="bootstrap", n_boot=5)
+    with pytest.raises(SphericalCowError, match="seed=-1"):
+        fit_power_law(x, alpha_se="bootstrap", seed=-1)
+    with pytest.raises(SphericalCowError, match=r"level=1\.5"):
+        fit_power_law(x).ci(1.5)
+    with pytest.raises(SphericalCowError, match="alpha_se='exact'"):
+        weight_spectra(torch.nn.Linear(40, 30), alpha_se="exact")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(120, 60)
+    boot = weight_spectra(model, alpha_se="bootstrap", n_boot=30, seed=3).layers[0]
+    plain = weight_spectra(model).layers[0]
+    assert boot.power_law.alpha == plain.power_law.alpha and boot.power_law.se_method == "bootstrap"
+    assert boot.record()["alpha_se_method"] == "bootstrap" and plain.record()["alpha_se_method"] == "asymptotic"
+    lam = plain.eigenvalues
+    direct = fit_power_law(lam[lam > 0], alpha_se="bootstrap", n_boot=30, seed=3)
+    assert boot.power_law.alpha_se == direct.alpha_se
+
+
+# ------------------------------------------------------------------------------------------------- stable rank
+def whole(w: torch.Tensor) -> np.ndarray:
+    return w.detach().double().numpy().reshape(w.shape[0], -1)
+
+
+def test_conv_stable_rank_is_the_whole_layer_one_and_the_slice_version_is_kept():
+    """Conv2d(3, 16, 3): slices are 16 x 3 (at most rank 3), the whole layer 16 x 27. The pooled-slice ratio
+    ||W||_F^2 / max_k ||W_k||^2 can exceed 3 (here: 9 slices of similar norm); the reported stable rank is the whole
+    layer's ||W||_F^2 / ||W_r||_2^2 <= min(16, 27), computed here with numpy."""
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(3, 16, 3)
+    sp = weight_spectra(conv).layers[0]
+    w = conv.weight.detach().double().numpy()
+    wr = whole(conv.weight)
+    assert sp.spectral_norm == pytest.approx(np.linalg.norm(wr, 2), rel=1e-10)
+    assert sp.frobenius_norm == pytest.approx(np.linalg.norm(wr), rel=1e-10)
+    assert sp.stable_rank == pytest.approx(np.linalg.norm(wr) ** 2 / np.linalg.norm(wr, 2) ** 2, rel=1e-10)
+    slice_norms = [np.linalg.norm(w[:, :, i, j], 2) for i in range(3) for j in range(3)]
+    assert sp.slice_spectral_norm == pytest.approx(max(slice_norms), rel=1e-10)
+    assert sp.slice_stable_rank == pytest.approx(np.linalg.norm(wr) ** 2 / max(slice_norms) ** 2, rel=1e-10)
+    assert sp.slice_stable_rank > 3  # above the size of a slice: why it is not reported as the stable rank
+    assert 1 <= sp.stable_rank <= 16
+    rec = sp.record()
+    assert rec["stable_rank"] == sp.stable_rank and rec["slice_stable_rank"] == sp.slice_stable_rank
+    # the reshape convention: the same whole-layer numbers; and the slice version equals it there
+    rs = weight_spectra(conv, conv="reshape").layers[0]
+    assert rs.stable_rank == pytest.approx(sp.stable_rank, rel=1e-10)
+    assert rs.spectral_norm == pytest.approx(sp.spectral_norm, rel=1e-10)
+    assert rs.slice_stable_rank == pytest.approx(rs.stable_rank, rel=1e-12)
+
+
+def test_stable_rank_never_exceeds_the_smaller_dimension():
+    """Invariant 1 <= srank <= rank(W_r) <= min(rows, cols) of the reshaped weight, over random dense and convolutional
+    layers (plain, grouped, transposed, 1-D and 3-D, low-rank, one dominant direction, nearly orthogonal), both
+    conventions, both ESD routes."""
+    g = torch.Generator().manual_seed(12)
+    layers = [
+        torch.nn.Conv2d(3, 16, 3),
+        torch.nn.Conv2d(2, 64, 5),
+        torch.nn.Conv2d(40, 60, 2, groups=4),
+        torch.nn.ConvTranspose2d(8, 24, 3),
+        torch.nn.Conv1d(4, 50, 7),
+        torch.nn.Conv3d(2, 12, 2),
+        torch.nn.Linear(30, 200),
+        torch.nn.Linear(200, 30),
+    ]
+    checked = 0
+    for layer in layers:
+        for variant in ("random", "low-rank", "spike", "orthogonal"):
+            with torch.no_grad():
+                w = torch.randn(layer.weight.shape, generator=g, dtype=torch.float64)
+                flat = w.reshape(w.shape[0], -1)
+                if variant == "low-rank":
+                    flat = flat[:, :1] @ torch.randn(1, flat.shape[1], generator=g, dtype=torch.float64) + 1e-3 * flat
+                elif variant == "spike":
+                    u = torch.randn(flat.shape[0], 1, generator=g, dtype=torch.float64)
+                    flat = flat + 30 * u @ torch.randn(1, flat.shape[1], generator=g, dtype=torch.float64)
+                elif variant == "orthogonal":
+                    q, _ = torch.linalg.qr(flat if flat.shape[0] >= flat.shape[1] else flat.T)
+                    flat = q if flat.shape[0] >= flat.shape[1] else q.T
+                layer.weight.copy_(flat.reshape(w.shape).to(layer.weight.dtype))
+            rows, cols = layer.weight.shape[0], layer.weight[0].numel()
+            for conv in ("slices", "reshape"):
+                for method in ("gram", "svd"):
+                    sp = weight_spectra(layer, conv=conv, method=method, min_evals=2, min_tail=2).layers[0]
+                    assert 1 - 1e-9 <= sp.stable_rank <= min(rows, cols) * (1 + 1e-9), (layer, variant, sp.stable_rank)
+                    checked += 1
+            if variant == "orthogonal":  # all singular values equal: the bound is attained
+                assert sp.stable_rank == pytest.approx(min(rows, cols), rel=1e-6)
+    assert checked == len(layers) * 4 * 4

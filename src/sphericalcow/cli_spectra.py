@@ -107,14 +107,22 @@ def spectra_cmd(
     ] = None,
     conv: Annotated[str, typer.Option(help="slices (per kernel position, weightwatcher) or reshape")] = "slices",
     level: Annotated[float, typer.Option(help="1 - false-alarm probability of the spike edge per layer")] = 0.99,
+    alpha_se: Annotated[
+        str, typer.Option(help="asymptotic (fast; ignores the choice of xmin) or bootstrap (Clauset et al. 3.5)")
+    ] = "asymptotic",
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for --alpha-se bootstrap")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap")] = 0,
     out: Annotated[Path | None, typer.Option(help="folder for spectra.csv and spectra.png (not overwritten)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the per-layer records as JSON")] = False,
 ) -> None:
     """Per-layer ESDs of W^T W / N: Marchenko-Pastur fit (sigma^2, edge, spikes), power-law tail alpha, stable rank."""
-    from .measure.weight_spectra import CONV_CONVENTIONS, plot_weight_spectra, weight_spectra
+    from .measure.weight_spectra import ALPHA_SE_METHODS, CONV_CONVENTIONS, plot_weight_spectra, weight_spectra
 
     if conv not in CONV_CONVENTIONS:
         raise SphericalCowError(f"--conv={conv!r} is not allowed; expected one of {', '.join(CONV_CONVENTIONS)}")
+    if alpha_se not in ALPHA_SE_METHODS:
+        allowed = ", ".join(ALPHA_SE_METHODS)
+        raise SphericalCowError(f"--alpha-se={alpha_se!r} is not allowed; expected one of {allowed}")
     if not (0.5 <= level < 1.0):
         raise SphericalCowError(f"--level={level!r} is not allowed; expected 0.5 <= level < 1")
     csv = png = None
@@ -127,7 +135,7 @@ def spectra_cmd(
             raise SphericalCowError("--layers is empty; give layer names, e.g. --layers fc1,fc2")
     net, source = _load_model(model, factory)
     t0 = time.perf_counter()
-    ws = weight_spectra(net, names, conv=conv, level=level)
+    ws = weight_spectra(net, names, conv=conv, level=level, alpha_se=alpha_se, n_boot=n_boot, seed=seed)
     seconds = time.perf_counter() - t0
     records = ws.records()
     if out is not None:
