@@ -11,7 +11,9 @@ __version__ = "0.1.0"
 
 from . import data, predict, sweep  # sweep: the package is callable, sc.sweep(spec, ...)
 from .activations import Activation, activation, available_activations, register_activation
+from .advise import Advice, advise
 from .description import MLP
+from .doctor import DoctorReport, doctor, doctor_fix
 from .errors import SphericalCowError
 from .measure import (
     HessianOperator,
@@ -52,15 +54,20 @@ from .theory import (
 __all__ = [
     "MLP",
     "Activation",
+    "Advice",
+    "DoctorReport",
     "HessianOperator",
     "SphericalCowError",
     "__version__",
     "activation",
+    "advise",
     "available_activations",
     "critical_init",
     "critical_point",
     "criticality",
     "data",
+    "doctor",
+    "doctor_fix",
     "empirical_nngp",
     "empirical_ntk",
     "finite_width",

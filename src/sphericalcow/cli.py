@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from typer.exceptions import TyperException
 
-from . import cli_finite_width, cli_hessian, cli_ode, cli_spectra, cli_sweep
+from . import cli_advise, cli_doctor, cli_finite_width, cli_hessian, cli_ode, cli_spectra, cli_sweep
 from .errors import SphericalCowError
 
 app = typer.Typer(
@@ -398,6 +398,8 @@ def version() -> None:
 
 
 cli_sweep.register(app)
+cli_doctor.register(app)
+cli_advise.register(app)
 cli_hessian.register(app)
 cli_ode.register(app)
 cli_spectra.register(app)

@@ -1,0 +1,355 @@
+"""Forward and backward measurements on an ensemble of initialisations of one architecture.
+
+Every measurement runs on float64 deep copies (the user's model is never touched) in eval mode, except batch
+normalisation, which is put in train mode (batch statistics, as in training: in eval mode a freshly initialised
+BatchNorm is the identity and would hide what it does). Per draw:
+
+* **second moment** K = E[z^2] (mean over units and examples), its per-draw **gain** K_out / K_in across each
+  block, and the **correlation** of two inputs,
+  K_ab / sqrt(K_aa K_bb) with K_ab = <z_a . z_b> / n (the NNGP kernel's normalised off-diagonal), at every probe;
+* **chi_perp** of block l: the mean squared response per unit to a random perturbation v of the block's input,
+  chi_perp = (|J v|^2 / n_out) / (|v|^2 / n_in), by a forward difference of step 1e-6 |z|_rms in float64 (Jacobian
+  J of the block's input-output map inside the full model, so skip connections and normalisations are included).
+  For a dense layer W acting on sigma(z) its expectation is C_W <sigma'(z)^2>_K, the book's chi_perp (PDLT eq. 5.10;
+  Poole et al. 2016); for a residual block z + f(z) it is 1 + E|J_f v|^2 / |v|^2.
+* **chi_par** of block l: the response of the output's second moment to a rescaling z -> (1 + eps) z of the input,
+  chi_par = dK_out / dK_in (PDLT eq. 5.9: chi_par = dK^{(l+1)} / dK^{(l)}), by a forward difference;
+* **excess kurtosis** of a unit's preactivation over the ensemble of draws at a fixed input: E[z^4] / E[z^2]^2 - 3
+  with the moments pooled over draws and the (exchangeable) units of a layer at each input and spatial position;
+* **gradients**: the squared norm of d(u . f(x)) / d theta per weight layer (weights and biases separately) with
+  u ~ N(0, 1) per output; its mean over u is the trace of that layer's NTK block, sum_a |d f_a / d theta_l|^2
+  (Jacot et al. 2018), so the ensemble mean estimates the per-layer NTK contributions of PDLT §9.4.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import SphericalCowError
+from .model_map import ModelMap, select_output
+
+__all__ = ["Measurements", "draw_models", "measure"]
+
+#: Relative size of the finite-difference steps (float64: truncation ~1e-6 relative, round-off ~1e-10).
+FD_STEP = 1e-6
+
+
+class _Stop(BaseException):
+    """Raised inside a hook to end a forward pass once the wanted probe has been captured."""
+
+
+def _first(t: Any) -> torch.Tensor:
+    return select_output(t)[0]
+
+
+def _forward_first_tensor(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return select_output(type(self).forward(self, *args, **kwargs))[0]
+
+
+def set_modes(m: nn.Module) -> nn.Module:
+    """The doctor's working modes, in place on a copy: eval mode except batch norm (train mode: batch statistics),
+    and a forward that returns the analysed tensor (:func:`select_output`) for models returning tuples or dicts."""
+    m.eval()
+    for mod in m.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.train()
+    if not isinstance(m.__dict__.get("forward"), types.MethodType):
+        m.forward = types.MethodType(_forward_first_tensor, m)
+    return m
+
+
+def run_probes(
+    model: nn.Module,
+    x: torch.Tensor,
+    probes: list[tuple[str, str]],
+    *,
+    perturb: tuple[int, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    stop_at: int | None = None,
+) -> tuple[list[torch.Tensor | None], Any]:
+    """Outputs at ``probes`` (copies), optionally replacing probe ``perturb[0]``'s tensor by ``perturb[1](z)``;
+    ``stop_at``: end the pass after that probe (returns output ``None``)."""
+    mods = dict(model.named_modules())
+    got: list[torch.Tensor | None] = [None] * len(probes)
+    handles = []
+
+    def handle(k: int, t: torch.Tensor) -> torch.Tensor | None:
+        new = None
+        if perturb is not None and perturb[0] == k:
+            new = perturb[1](t)
+            t = new
+        got[k] = t.detach().clone()
+        if stop_at is not None and k == stop_at:
+            raise _Stop
+        return new
+
+    for k, (name, where) in enumerate(probes):
+        if where == "out":
+
+            def hook(_m, _a, out, k=k):
+                if got[k] is not None:
+                    return None
+                new = handle(k, _first(out))
+                if new is None:
+                    return None
+                return (new, *out[1:]) if isinstance(out, tuple) else new
+
+            handles.append(mods[name].register_forward_hook(hook))
+        else:
+
+            def pre(_m, args, k=k):
+                if got[k] is not None or not args:
+                    return None
+                new = handle(k, args[0])
+                return None if new is None else (new, *args[1:])
+
+            handles.append(mods[name].register_forward_pre_hook(pre))
+    out = None
+    try:
+        with torch.enable_grad():  # grad mode keeps PyTorch's fused fast paths (which skip submodule hooks) off
+            out = model(x)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return got, out
+
+
+def _resample(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    """A copy with each floating parameter redrawn i.i.d. N(mean, std^2) of that tensor (constant tensors kept)."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.is_floating_point() and p.numel() > 1:
+                mean, std = p.mean(), p.std()
+                p.copy_(mean + std * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return m
+
+
+def _prepare(m: nn.Module) -> nn.Module:
+    m = set_modes(m.double())
+    for p in m.parameters():
+        p.requires_grad_(p.is_floating_point())
+    return m
+
+
+def draw_models(model: nn.Module, n: int, *, factory: Callable[[], nn.Module] | None, seed: int) -> Iterator[nn.Module]:
+    """Draw 0 is (a float64 copy of) ``model``; draws 1..n-1 come from ``factory()`` under
+    ``torch.manual_seed(seed * 7919 + i)`` (global RNG restored afterwards) or, without a factory, by resampling
+    every parameter tensor i.i.d. Gaussian with its own mean and standard deviation."""
+    base = _prepare(copy.deepcopy(model))
+    yield base
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(int(seed) * 7919 + 1)
+    for i in range(1, n):
+        if factory is None:
+            yield _resample(base, gen)
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) * 7919 + i)
+            try:
+                fresh = factory()
+            except Exception as e:
+                raise SphericalCowError(f"the factory raised {type(e).__name__}: {e}") from None
+        got = {k: v.shape for k, v in fresh.state_dict().items()} if isinstance(fresh, nn.Module) else None
+        if got != shapes:
+            raise SphericalCowError(
+                "factory() returns a model whose state_dict differs from the model's in names or shapes"
+            )
+        yield _prepare(fresh)
+
+
+@dataclass
+class Measurements:
+    """Per-draw arrays (axis 0: draws). ``K``/``corr``: (draws, probes); ``chi_perp``/``chi_par``: (draws, blocks);
+    ``gain``: (draws, blocks) per-draw ratio K_out / K_in of each block; ``grad``/``grad_bias``: (draws, layers)
+    squared gradient norms of weights / other parameters; ``grad_body``: (draws, layers) squared weight-gradient
+    norms backpropagated from the readout's input (readout scale removed; the output if there is no readout);
+    ``kurt_m2``/``kurt_m4``: per kurtosis probe (each weight
+    layer's output), (draws, groups) second and fourth moments pooled over units. ``chi_perp``/``chi_par`` are NaN
+    for draws beyond the first ``n_chi`` (the Jacobian passes are the expensive part)."""
+
+    K: np.ndarray
+    corr: np.ndarray
+    chi_perp: np.ndarray
+    chi_par: np.ndarray
+    gain: np.ndarray
+    grad: np.ndarray
+    grad_bias: np.ndarray
+    grad_body: np.ndarray
+    kurt_m2: list[np.ndarray]
+    kurt_m4: list[np.ndarray]
+    kurt_names: list[str]
+    n_draws: int
+    output_scale: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _feature_dim(z: torch.Tensor, is_conv: bool) -> int:
+    return 1 if is_conv and z.dim() >= 3 else z.dim() - 1
+
+
+def _unit_groups(z: torch.Tensor, is_conv: bool, n_ex: int) -> torch.Tensor:
+    """(groups, units): rows are (example, position) groups of exchangeable units (features/channels)."""
+    z = z[:n_ex]
+    if z.dim() == 1:
+        return z.reshape(-1, 1)
+    fd = _feature_dim(z, is_conv)
+    z = z.movedim(fd, -1)
+    return z.reshape(-1, z.shape[-1])
+
+
+def _ms(t: torch.Tensor) -> float:
+    return float(t.detach().double().pow(2).mean())
+
+
+def _check_finite(out: Any, what: str) -> None:
+    t = _first(out)
+    if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+        raise SphericalCowError(f"the model's output holds NaN or inf ({what}); the doctor needs finite outputs")
+
+
+def measure(
+    model: nn.Module,
+    x: torch.Tensor,
+    mm: ModelMap,
+    *,
+    n_init: int,
+    factory: Callable[[], nn.Module] | None,
+    seed: int,
+    advance: Callable[[int], None] = lambda n=1: None,
+    n_kurt_examples: int = 4,
+    n_chi: int = 6,
+) -> Measurements:
+    """Run every forward/backward measurement on ``n_init`` draws (see the module docstring); the Jacobian
+    susceptibilities (two extra passes per block) on the first ``n_chi`` of them."""
+    probes = mm.probes
+    index = {p: i for i, p in enumerate(probes)}
+    kprobes = [(la.name, "out") for la in mm.layers]
+    conv_names = {la.name for la in mm.layers if la.kind == "conv"}
+    gen = torch.Generator().manual_seed(int(seed) * 104729 + 17)
+    K, corr, cperp, cpar, grads, gains, body = [], [], [], [], [], [], []
+    m2: list[list[np.ndarray]] = [[] for _ in kprobes]
+    m4: list[list[np.ndarray]] = [[] for _ in kprobes]
+    notes: list[str] = []
+    n_ex = x.shape[0]
+    pairs = [(a, a + 1) for a in range(0, n_ex - 1, 2)]
+    out_scale = float("nan")
+    kmap = [len(probes) + i for i in range(len(kprobes))]
+    for d, m in enumerate(draw_models(model, n_init, factory=factory, seed=seed)):
+        allz, out = run_probes(m, x, probes + kprobes)
+        zs, kz = allz[: len(probes)], [allz[i] for i in kmap]
+        _check_finite(out, "the model itself" if d == 0 else f"random draw {d}")
+        if d == 0:
+            out_scale = _ms(_first(out))
+        missing = [probes[i][0] for i, z in enumerate(zs) if z is None]
+        if missing:
+            raise SphericalCowError(f"layer {missing[0]!r} did not run in the forward pass; cannot probe it")
+        K.append([_ms(z) for z in zs])
+        row = []
+        for z in zs:
+            f = z.reshape(n_ex, -1).double() if z.dim() >= 1 and z.shape[0] == n_ex else None
+            if f is None or not pairs:
+                row.append(float("nan"))
+                continue
+            vals = [
+                float(f[a] @ f[b] / math.sqrt(max(float(f[a] @ f[a]) * float(f[b] @ f[b]), 1e-300))) for a, b in pairs
+            ]
+            row.append(float(np.mean(vals)))
+        corr.append(row)
+        for i, z in enumerate(kz):
+            g = _unit_groups(z.double(), kprobes[i][0] in conv_names, min(n_kurt_examples, n_ex))
+            m2[i].append(g.pow(2).mean(dim=1).numpy())
+            m4[i].append(g.pow(4).mean(dim=1).numpy())
+        pr, pa, gain = [], [], []
+        for b in mm.blocks:
+            gain.append(_ms(zs[index[b.dst]]) / max(_ms(zs[index[b.src]]), 1e-300))
+            if d >= n_chi:
+                pr.append(float("nan"))
+                pa.append(float("nan"))
+                continue
+            i, j = index[b.src], index[b.dst]
+            zi, zj = zs[i], zs[j]
+            v = torch.randn(zi.shape, generator=gen, dtype=zi.dtype)
+            eps = FD_STEP * math.sqrt(_ms(zi)) / math.sqrt(_ms(v))
+            if not math.isfinite(eps) or eps == 0:
+                pr.append(float("nan"))
+                pa.append(float("nan"))
+                continue
+            zp, _ = run_probes(m, x, probes, perturb=(i, lambda z, v=v, eps=eps: z + eps * v), stop_at=j)
+            zs_, _ = run_probes(m, x, probes, perturb=(i, lambda z: z * (1.0 + FD_STEP)), stop_at=j)
+            dz = zp[j] - zj
+            pr.append(_ms(dz) / (eps * eps * _ms(v)))
+            dK = _ms(zs_[j]) - _ms(zj)
+            pa.append(dK / (((1.0 + FD_STEP) ** 2 - 1.0) * _ms(zi)))
+        gains.append(gain)
+        cperp.append(pr)
+        cpar.append(pa)
+        grads.append(_grad_norms(m, x, mm, gen))
+        body.append([w for w, _ in _grad_norms(m, x, mm, gen, at=mm.readout)] if mm.readout else grads[-1])
+        advance(1)
+    return Measurements(
+        K=np.array(K),
+        corr=np.array(corr),
+        chi_perp=np.array(cperp).reshape(len(K), len(mm.blocks)),
+        chi_par=np.array(cpar).reshape(len(K), len(mm.blocks)),
+        gain=np.array(gains).reshape(len(K), len(mm.blocks)),
+        grad=np.array(grads)[:, :, 0],
+        grad_bias=np.array(grads)[:, :, 1],
+        grad_body=np.array([[g if isinstance(g, float) else g[0] for g in row] for row in body]),
+        kurt_m2=[np.array(a) for a in m2],
+        kurt_m4=[np.array(a) for a in m4],
+        kurt_names=[p[0] for p in kprobes],
+        n_draws=len(K),
+        output_scale=out_scale,
+        notes=notes,
+    )
+
+
+def _grad_norms(
+    m: nn.Module, x: torch.Tensor, mm: ModelMap, gen: torch.Generator, *, at: str | None = None
+) -> list[tuple[float, float]]:
+    """(weights, other parameters) squared gradient norms of u . f(x) per weight layer; with ``at`` (a module name),
+    of u . h(x) for h the input of that module (the readout), so that the readout's scale, a common factor of every
+    earlier layer's gradient, drops out (the readout itself then gets zero)."""
+    m.zero_grad(set_to_none=True)
+    mods = dict(m.named_modules())
+    got: list[torch.Tensor] = []
+    handle = None
+    if at is not None:
+
+        def pre(_m, args):
+            if not got and args and isinstance(args[0], torch.Tensor):
+                got.append(args[0])
+
+        handle = mods[at].register_forward_pre_hook(pre)
+    try:
+        out = _first(m(x))
+    finally:
+        if handle is not None:
+            handle.remove()
+    target = got[0] if got else out
+    u = torch.randn(target.shape, generator=gen, dtype=target.dtype)
+    (target * u).sum().backward()
+    res = []
+    for la in mm.layers:
+        w, b = 0.0, 0.0
+        for p in mods[la.name].parameters():
+            if p.grad is not None:
+                g = float(p.grad.double().pow(2).sum())
+                if p.dim() >= 2:
+                    w += g
+                else:
+                    b += g
+        res.append((w, b))
+    m.zero_grad(set_to_none=True)
+    return res

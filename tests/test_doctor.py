@@ -1,0 +1,472 @@
+"""sphericalcow.doctor: planted defects are each diagnosed (and pass after the fix), healthy models raise no alarm,
+the measurements agree with the theory they are compared to (kernel recursion, susceptibilities, kurtosis, NTK
+traces, exact Hessian), and the user's model is never mutated.
+
+Expected verdicts per defect come from theory, not from running the doctor:
+* too-small init (tanh, C_W = 1/4, C_b = 0): chi_perp = 1/4 per layer, so L/xi = 12 log 4 = 16.6 > 6: criticality
+  fails. The per-layer weight-gradient contributions C_W s^{(l-1)} prod_{k>=l} chi_perp are uniform (tanh in its
+  linear regime: s^{(l)} ~ K^{(l)} ~ 4^-l against prod chi_perp = 4^-(L-l)), so the gradient verdict passes.
+* too-large init, ReLU (C_W = 4): chi = C_W/2 = 2, L/xi = 12 log 2 = 8.3: criticality fails; gradients uniform
+  (scale invariance: s grows as 2^l, the backward product as 2^(L-l)).
+* too-large init, tanh (C_W = 4): chi_perp(K*) = 1.363 at a finite K*, L/xi = 30 * 0.31 = 9.3: criticality fails;
+  s^{(l)} saturates while the backward product grows, so gradients explode toward the input (spread 9.3 > 6).
+* deep no-residual (40-layer tanh, PyTorch default init C_W = 1/3, C_b = 1/(3 fan_in)): chi_perp = 1/3 at the
+  fixed point K* ~ C_b/(1 - C_W), L/xi = 40 log 3 = 44: criticality and gradients fail.
+* unscaled residual stack (20 blocks, branch variance = trunk variance): (1 + 1)^20, L/xi = 20 log 2 = 13.9: residual.
+* huge aspect ratio (ReLU at criticality, depth 24, width 8): kappa ~ 15 * 24/8 = 45 > 3: aspect ratio only.
+* F.relu network at C_W = 0.5 (activations called as functions): chi = 1/4 per block, L/xi = 19 log 4 = 26: criticality;
+  gradients uniform (scale invariance, as for too_large_relu).
+* deep softplus (C_W = 1/4) and deep sigmoid (PyTorch default, C_W = 1/3): chi_perp <= C_W/4 resp. C_W/16 per layer,
+  and since softplus(0), sigmoid(0) > 0 the forward signal stays O(1) (K* > 0) while the backward product decays,
+  so criticality and gradients fail. Softplus has no critical point (the fix says so); sigmoid's is C_W ~ 103
+  (the fix carries a saturation caveat).
+The readout (last layer producing the output) is not a depth block: blocks below are the hidden ones only.
+"""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import doctor_models as dm
+from sphericalcow.doctor import DoctorReport, doctor, doctor_fix, fix_plan, fixed_factory
+from sphericalcow.doctor.model_map import map_model
+from sphericalcow.doctor.signal import _grad_norms
+from sphericalcow.errors import SphericalCowError
+from sphericalcow.measure.ntk import empirical_ntk
+from sphericalcow.theory.criticality import chi_parallel, chi_perpendicular
+from sphericalcow.theory.finite_width import exact_relu_kurtosis
+
+VERDICTS = {"criticality", "gradients", "residual", "aspect_ratio"}
+
+
+def _x(name: str, n: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, *dm.INPUT_SHAPES[name], generator=torch.Generator().manual_seed(seed))
+
+
+def _run(name: str, **kw) -> tuple[nn.Module, DoctorReport]:
+    torch.manual_seed(0)
+    model = getattr(dm, name)()
+    return model, doctor(model, _x(name), factory=getattr(dm, name), **kw)
+
+
+def _graded_failures(report: DoctorReport) -> set[str]:
+    return {v.key for v in report.verdicts if v.passed is False}
+
+
+DEFECTS = {
+    "too_small_init": {"criticality"},
+    "too_large_relu": {"criticality"},
+    "too_large_init": {"criticality", "gradients"},
+    "deep_tanh_default": {"criticality", "gradients"},
+    "residual_unscaled": {"residual"},
+    "huge_aspect_ratio": {"aspect_ratio"},
+    "func_relu_bad": {"criticality"},
+    "deep_softplus": {"criticality", "gradients"},
+    "deep_sigmoid": {"criticality", "gradients"},
+}
+
+
+def _no_fix_on_passing_verdicts(report: DoctorReport) -> None:
+    for v in report.verdicts:
+        if v.passed is True:
+            assert v.fix == "", (v.key, v.fix)
+
+
+@pytest.mark.parametrize("name", list(DEFECTS))
+def test_each_planted_defect_is_diagnosed_and_only_it(name):
+    _model, rep = _run(name)
+    assert _graded_failures(rep) == DEFECTS[name]
+    _no_fix_on_passing_verdicts(rep)
+    for key in DEFECTS[name]:
+        v = rep.verdict(key)
+        assert v.fix, f"{key} failed without a fix"
+        assert v.numbers and v.theory
+    if name == "too_small_init":  # chi_perp = C_W <sech^4> -> C_W = 1/4 as K -> 0 (PDLT eq. 5.10)
+        late = [b["chi_perp"] for b in rep.summary["blocks"][6:]]
+        assert np.allclose(late, 0.25, rtol=0.05)
+        assert rep.summary["phase"] == "ordered"
+    if name == "too_large_relu":
+        assert rep.summary["phase"] == "chaotic"
+        assert np.allclose([b["chi_perp"] for b in rep.summary["blocks"]], 2.0, rtol=0.1)
+        assert [b["block"] for b in rep.summary["blocks"]] == [str(2 * i) for i in range(1, 12)]  # not the readout
+    if name == "huge_aspect_ratio":
+        assert rep.summary["kappa_pred"] > 30  # leading order 15 * 3 = 45 (finite_width of the matched MLP)
+        assert rep.verdict("gradients").passed is None  # not graded where per-layer fluctuations are O(1)
+    if name == "func_relu_bad":  # F.relu is seen: ReLU's C_W = 2, not the "linear" 1
+        assert "-> 2 (std sqrt(2/fan_in), relu input)" in rep.verdict("criticality").fix
+        assert np.allclose([b["chi_perp"] for b in rep.summary["blocks"]], 0.25, rtol=0.1)
+    if name == "deep_softplus":
+        assert "no critical initialisation exists for softplus" in rep.verdict("criticality").fix
+        assert "->" not in rep.verdict("criticality").fix
+        assert fix_plan(rep)[0].startswith("no layer can be re-initialised")
+    if name == "deep_sigmoid":
+        fix = rep.verdict("criticality").fix
+        assert "-> 103 " in fix and "caveat" in fix and "saturated" in fix
+    if name == "residual_unscaled":
+        assert all(b["residual"] for b in rep.summary["blocks"])
+        assert rep.verdict("criticality").passed is None
+
+
+@pytest.mark.parametrize("name", ["too_small_init", "residual_unscaled", "huge_aspect_ratio", "func_relu_bad"])
+def test_fixed_models_pass_the_recheck(name):
+    model, rep = _run(name, n_init=6)
+    fixed = doctor_fix(model, rep, seed=3)
+    readout = rep.model_map.readout
+    if name != "huge_aspect_ratio":  # the readout is information only: never re-initialised
+        ro, rf = model.get_submodule(readout), fixed.get_submodule(readout)
+        assert torch.equal(ro.weight, rf.weight) and torch.equal(ro.bias, rf.bias)
+    again = doctor(fixed, _x(name), factory=fixed_factory(getattr(dm, name), rep), n_init=6)
+    assert again.failed == [], [v.message for v in again.verdicts if v.passed is False]
+    assert fix_plan(rep)
+    if name == "huge_aspect_ratio":  # widened to the width that makes the predicted kurtosis <= 1
+        assert again.summary["kappa_pred"] <= 1.0 + 1e-9
+        assert [la.width for la in again.model_map.layers[:-1]] == [360] * 24
+    else:  # same architecture: the fixed state dict loads into a fresh factory model
+        getattr(dm, name)().load_state_dict(fixed.state_dict(), strict=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["too_large_relu", "too_large_init", "deep_tanh_default"])
+def test_fixed_deep_models_pass_the_recheck(name):
+    model, rep = _run(name)
+    fixed = doctor_fix(model, rep, seed=3)
+    again = doctor(fixed, _x(name), factory=fixed_factory(getattr(dm, name), rep))
+    assert again.failed == []
+
+
+HEALTHY = [
+    "critical_tanh",
+    "critical_relu",
+    "small_cnn",
+    "transformer_layer",
+    "residual_scaled",
+    # review of issue 8: each of these raised a false alarm or a contradictory fix before
+    "func_relu_he",  # F.relu: was advised C_W 1.97 -> 1 (treated as linear)
+    "seq_relu_he",  # PyTorch-default readout on a He body: was "ordered"
+    "he_zero_readout",  # zero readout: was criticality FAIL, L/xi = -1.4e3
+    "he_small_readout",  # readout x 0.01: was criticality and gradients FAIL
+    "cnn8_he",  # 8 convs x 32 channels: was aspect-ratio FAIL (predicted kappa 3.75 from 1/channels)
+    "bn_mlp",  # BatchNorm judged in eval mode (an identity at init): was criticality and gradients FAIL
+    "ln_mlp",  # LayerNorm: PASS carried "re-initialise at criticality: C_W 0.326 -> 1"
+    "default_relu4",  # mildly ordered (L/xi = -3.6 < 6): passes, and is worded so
+    "transformer4",  # post-norm encoder: aspect ratio "not applicable" instead of kappa 9e-6
+    "dict_out",  # dict output: was rejected
+]
+
+
+@pytest.mark.parametrize("name", HEALTHY)
+def test_healthy_models_raise_no_alarm(name):
+    model, rep = _run(name)
+    assert rep.failed == [], [v.message for v in rep.verdicts if v.passed is False]
+    _no_fix_on_passing_verdicts(rep)
+    assert fix_plan(rep) == []
+    fixed = doctor_fix(model, rep)
+    for a, b in zip(model.state_dict().values(), fixed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # nothing to fix: an identical copy
+
+
+def test_model_map_of_a_cnn_and_a_transformer_layer():
+    mm, _ = map_model(dm.small_cnn().double().eval(), _x("small_cnn").double())
+    by = {la.name: la for la in mm.layers}
+    assert [la.name for la in mm.layers] == ["conv1", "conv2", "fc1", "fc2"]
+    assert (by["conv1"].kind, by["conv1"].fan_in, by["conv1"].width) == ("conv", 27, 16)
+    assert (by["conv2"].fan_in, by["fc1"].fan_in) == (16 * 9, 512)
+    assert by["conv2"].in_act.spec == "relu" and by["conv1"].in_act is None and by["conv1"].init_act.spec == "relu"
+    assert abs(by["conv2"].cw - 2.0) < 0.2  # Kaiming normal: C_W = 2
+    tl = dm.transformer_layer().double().eval()
+    mm, _ = map_model(tl, _x("transformer_layer").double())
+    by = {la.name: la for la in mm.layers}
+    assert [la.name for la in mm.layers] == ["self_attn", "linear1", "linear2"]
+    assert by["self_attn"].kind == "attention"
+    assert by["linear2"].in_act.spec == "relu"  # the functional activation of TransformerEncoderLayer
+    assert by["linear1"].init_act.spec == "linear"  # its input comes from LayerNorm
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), 3)
+    mm, _ = map_model(enc.double().eval(), torch.randn(4, 5, 16, dtype=torch.float64))
+    assert mm.stack == "layers" and len(mm.blocks) == 3 and all(b.residual for b in mm.blocks)
+
+
+def test_residual_detection():
+    mm, _ = map_model(dm.residual_unscaled().double(), _x("residual_unscaled").double())
+    assert [b.name for b in mm.blocks] == [f"blocks.{i}" for i in range(20)]
+    assert all(b.residual for b in mm.blocks)
+    mm, _ = map_model(dm.critical_relu().double(), _x("critical_relu").double())
+    assert mm.mlp is not None and not any(b.residual for b in mm.blocks)
+
+
+def test_measured_kernel_and_susceptibilities_match_the_recursion():
+    """Wide tanh MLP off criticality (C_W = 1.5): measured K^{(l)}, chi_perp and chi_par per block vs the
+    infinite-width recursion (Gauss-Hermite quadrature), within 1.5 x the 95% CI half-width over draws (~3 SE) plus
+    2/n for the O(1/n) finite-width shift of the mean; the readout (one unit) is not a block."""
+    torch.manual_seed(0)
+    width = 256
+
+    def make():
+        return dm._mlp(5, width, nn.Tanh, 1.5)
+
+    x = _x("critical_tanh")
+    rep = doctor(make(), x, factory=make, n_init=12)
+    arch = rep.model_map.mlp
+    assert arch is not None and abs(arch.cw - 1.5) < 0.05
+    fw = rep.summary["finite_width"]
+    # K at the first input: the doctor averages over examples, the recursion is per input; compare example by example
+    from sphericalcow.theory.finite_width import finite_width
+
+    K_theory = np.mean([finite_width(arch, xi.numpy()).K for xi in x.double()], axis=0)
+    K_meas = np.array([p["K"] for p in rep.summary["probes"]])
+    np.testing.assert_allclose(K_meas[:-1], K_theory[:-1], rtol=0.05)  # readout: 1 unit, larger noise
+    assert fw is not None
+    assert [b["block"] for b in rep.summary["blocks"]] == [str(2 * i) for i in range(1, 5)]  # readout "10" left out
+    for b, row in enumerate(rep.summary["blocks"]):
+        Ks = [finite_width(arch, xi.numpy()).K[b] for xi in x.double()]
+        th_perp = np.mean([chi_perpendicular(arch.activation, arch.cw, k) for k in Ks])
+        # chi_par is measured as d(mean_a K_out,a) / d(mean_a K_in,a) under z -> (1 + eps) z, a K-weighted mean
+        th_par = np.sum([chi_parallel(arch.activation, arch.cw, k) * k for k in Ks]) / np.sum(Ks)
+        half = (row["chi_perp_hi"] - row["chi_perp_lo"]) / 2
+        assert abs(row["chi_perp"] - th_perp) <= 1.5 * half + 2.0 / width, (b, row["chi_perp"], th_perp)
+        half = (row["chi_par_hi"] - row["chi_par_lo"]) / 2
+        assert abs(row["chi_par"] - th_par) <= 1.5 * half + 2.0 / width, (b, row["chi_par"], th_par)
+
+
+def test_measured_kurtosis_matches_the_exact_relu_result():
+    """ReLU at C_b = 0: the exact excess kurtosis 3[prod(1 + 5/n_k) - 1] (exact_relu_kurtosis) vs the ensemble
+    measurement (200 fresh networks), within 3 jackknife standard errors."""
+    width = 16
+
+    def make():
+        return dm._mlp(3, width, nn.ReLU, 2.0)
+
+    torch.manual_seed(0)
+    rep = doctor(make(), _x("critical_relu"), factory=make, n_init=200)
+    exact = exact_relu_kurtosis([width] * 3)
+    rows = rep.summary["kurtosis"]
+    assert rows[0]["kurtosis"] == pytest.approx(0.0, abs=4 * rows[0]["kurtosis_se"] + 0.05)
+    for row, ex in zip(rows[1:], exact[1:], strict=True):
+        assert abs(row["kurtosis"] - ex) <= 3 * row["kurtosis_se"], (row, ex)
+        assert row["predicted"] == pytest.approx(ex, rel=0.4)  # leading order vs exact: O(1/n^2) apart
+
+
+def test_gradient_norms_estimate_the_per_layer_ntk_traces():
+    """E_u |d(u . f)/d theta_l|^2 = tr Theta_l (the doctor's gradient table) and sum_l tr Theta_l = tr Theta."""
+    torch.manual_seed(0)
+    model = dm._mlp(3, 32, nn.Tanh, 1.0).double()
+    x = _x("critical_tanh", n=6).double()
+    mm, _ = map_model(model, x)
+    gen = torch.Generator().manual_seed(0)
+    samples = np.array([[w + b for w, b in _grad_norms(model, x, mm, gen)] for _ in range(1500)])
+    per_layer = [
+        float(torch.trace(empirical_ntk(model, x, params=[f"{la.name}.weight", f"{la.name}.bias"]))) for la in mm.layers
+    ]
+    mean, se = samples.mean(0), samples.std(0, ddof=1) / math.sqrt(len(samples))
+    assert np.all(np.abs(mean - per_layer) <= 4 * se), (mean, per_layer, se)
+    assert sum(per_layer) == pytest.approx(float(torch.trace(empirical_ntk(model, x))), rel=1e-10)
+    rep = doctor(model, x)
+    contrib = rep.extra["ntk_contributions"]
+    np.testing.assert_allclose([contrib[la.name] for la in mm.layers], per_layer, rtol=1e-10)
+
+
+def test_doctor_never_mutates_the_model():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.bn = nn.BatchNorm2d(8)
+            self.drop = nn.Dropout(0.5)
+            self.fc = nn.Linear(8 * 14 * 14, 4)
+
+        def forward(self, x):
+            return self.fc(self.drop(torch.relu(self.bn(self.conv(x)))).flatten(1))
+
+    torch.manual_seed(0)
+    model = Net().train()
+    model.fc.bias.requires_grad_(False)
+    model.bn.eval()
+    before = copy.deepcopy(model.state_dict())
+    modes = {n: m.training for n, m in model.named_modules()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    x = torch.randn(6, 3, 16, 16)
+    y = torch.randint(0, 4, (6,))
+    rep = doctor(model, x, data=(x, y), lr=0.1)
+    fixed = rep.fix(model)
+    for k, v in model.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert fixed is not model
+
+
+def test_data_checks_sharpness_ntk_and_spectra():
+    """With data and lr: lambda_max of the loss Hessian (Lanczos) equals the exact Hessian's (torch.func.hessian),
+    and the sharpness verdict fails exactly when lambda_max > 2/lr."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 12), nn.Tanh(), nn.Linear(12, 1))
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(24, 4, generator=g), torch.randn(24, 1, generator=g)
+    rep = doctor(model, x[:8], data=(x, y), lr=0.01)
+    m64 = copy.deepcopy(model).double()
+    params = {n: p.detach() for n, p in m64.named_parameters()}
+    names, sizes = list(params), [p.numel() for p in params.values()]
+
+    def loss(flat):
+        parts = {n: t.reshape(params[n].shape) for n, t in zip(names, torch.split(flat, sizes), strict=True)}
+        out = torch.func.functional_call(m64, parts, (x.double(),))
+        return ((out - y.double()) ** 2).mean()
+
+    H = torch.func.hessian(loss)(torch.cat([p.reshape(-1) for p in params.values()]))
+    lam = float(torch.linalg.eigvalsh(H)[-1])
+    assert rep.extra["sharpness"] == pytest.approx(lam, rel=1e-6)
+    assert rep.verdict("sharpness").passed is (lam < 2 / 0.01)
+    big = doctor(model, x[:8], data=(x, y), lr=4.0 / lam)
+    assert big.verdict("sharpness").passed is False and "sharpness" in big.failed
+    ev = np.linalg.eigvalsh(empirical_ntk(m64, x[:32].double()).numpy())
+    np.testing.assert_allclose(sorted(rep.extra["ntk_eigenvalues"]), ev, rtol=1e-6, atol=1e-9 * ev.max())
+    assert rep.extra["ntk_condition"] == pytest.approx(ev[-1] / ev[0], rel=1e-6)
+    assert set(rep.extra["weight_alpha"]) == {"0", "2"}
+
+
+def test_learning_rates_for_an_mlp_like_model():
+    from sphericalcow.theory.learning_rates import learning_rates
+
+    _model, rep = _run("critical_tanh", lr=0.1)
+    arch = rep.model_map.mlp
+    want = learning_rates(arch, 0.1, _x("critical_tanh")[0].double().numpy()).weight_lr
+    got = rep.extra["learning_rates"]
+    assert list(got) == [la.name for la in rep.model_map.layers]
+    np.testing.assert_allclose(list(got.values()), want, rtol=1e-12)
+
+
+def test_without_factory_the_ensemble_is_resampled(tmp_path):
+    torch.manual_seed(0)
+    model = dm.too_small_init()
+    rep = doctor(model, _x("too_small_init"), n_init=6)
+    assert rep.ensemble == "resampled" and any("resampled" in n for n in rep.notes)
+    assert rep.failed == ["criticality"]
+    paths = rep.write(tmp_path / "run")
+    for f in ("report.md", "report.html", "doctor.json", "signal.png", "kurtosis.png", "results.json"):
+        assert (tmp_path / "run" / f).is_file(), f
+    assert set(paths) >= {"report.md", "doctor.json"}
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html and "data:image/png;base64" in html
+    import json
+
+    d = json.loads((tmp_path / "run" / "doctor.json").read_text())
+    assert d["failed"] == ["criticality"] and d["matched_mlp"]["depth"] == 12
+    assert "| signal propagation at initialisation | FAIL |" in rep.markdown()
+
+
+def test_bad_input_is_a_one_line_error():
+    model = dm.critical_relu()
+    cases = [
+        (lambda: doctor(model, torch.randn(1, 16)), "at least 2 examples"),
+        (lambda: doctor(model, torch.full((4, 16), float("nan"))), "NaN"),
+        (lambda: doctor(model, torch.randn(4, 5)), "rejects an input of shape (4, 5)"),
+        (lambda: doctor("model", torch.randn(4, 16)), "expected a torch.nn.Module"),
+        (lambda: doctor(model, torch.randn(4, 16), n_init=2), "n_init=2"),
+        (lambda: doctor(model, torch.randn(4, 16), lr=-1.0), "lr=-1.0"),
+        (lambda: doctor(model, [1, 2]), "expected a tensor"),
+        (lambda: doctor(model, torch.randn(4, 16), factory=lambda: nn.Linear(3, 3)), "factory() returns a model"),
+    ]
+    for call, text in cases:
+        with pytest.raises(SphericalCowError) as e:
+            call()
+        msg = str(e.value)
+        assert text in msg and "\n" not in msg, msg
+    bad = dm.critical_relu()
+    with torch.no_grad():
+        bad[0].weight[0, 0] = float("nan")
+    with pytest.raises(SphericalCowError, match="NaN or inf"):
+        doctor(bad, torch.randn(4, 16))
+
+
+# ------------------------------------------------------------------------------ review of issue 8
+def test_activation_functions_called_in_forward_are_mapped():
+    """F.relu / torch.relu / F.max_pool2d in forward: the layers reading them get ReLU's critical C_W = 2; an
+    unidentified nonlinearity (F.elu) gets no critical C_W and no "linear" advice."""
+    from sphericalcow.doctor.diagnose import _fix_text, _init_rows
+
+    mm, _ = map_model(dm.func_relu_he().double().eval(), _x("func_relu_he").double())
+    assert [la.init_act.spec for la in mm.layers] == ["relu"] * 11
+    assert mm.mlp is not None and mm.mlp.activation.spec == "relu" and mm.readout == "out"
+    mm, _ = map_model(dm.func_cnn().double().eval(), _x("func_cnn").double())
+    assert {la.name: la.init_act.spec for la in mm.layers} == {"c1": "relu", "c2": "relu", "c3": "relu", "fc": "relu"}
+    crit = {r["layer"]: r["cw_critical"] for r in _init_rows(mm)}
+    assert crit == {"c1": 2.0, "c2": 2.0, "c3": 2.0, "fc": 2.0}
+    # the activation module nn.ReLU calls F.relu inside: counted once
+    mm, _ = map_model(dm.critical_relu().double(), _x("critical_relu").double())
+    assert mm.activations == ["relu"] and [la.in_act is None for la in mm.layers] == [True] + [False] * 6
+    mm, _ = map_model(dm.elu_mlp().double().eval(), _x("elu_mlp").double())
+    assert [la.unknown_act for la in mm.layers] == [None, "elu", "elu"] and mm.layers[1].init_act is None
+    rows = _init_rows(mm)
+    assert all(math.isnan(r["cw_critical"]) and "elu" in r["no_critical"] for r in rows)  # first layer: its output's
+    text = _fix_text(rows)
+    assert "->" not in text and "outside the activation registry" in text and text.startswith("a, b: elu")
+    _model, rep = _run("elu_mlp", n_init=4)
+    assert any("elu" in n for n in rep.notes)
+
+
+def test_readout_scale_cancels_from_the_gradient_verdict():
+    """Scaling the readout multiplies every earlier layer's output gradient by the same factor: the gradients the
+    verdict uses (from the readout's input) are identical, and the readout is neither a block nor re-initialised."""
+    base = dm.seq_relu_he().double()
+    small = copy.deepcopy(base)
+    with torch.no_grad():
+        small[-1].weight.mul_(0.01)
+    x = _x("seq_relu_he").double()
+    mm, _ = map_model(base, x)
+    assert mm.readout == "20" and "20" not in [b.name for b in mm.blocks] and len(mm.blocks) == 9
+    g_base = _grad_norms(base, x, mm, torch.Generator().manual_seed(0), at=mm.readout)
+    g_small = _grad_norms(small, x, mm, torch.Generator().manual_seed(0), at=mm.readout)
+    assert g_base == g_small and g_base[-1] == (0.0, 0.0)
+    out_base = _grad_norms(base, x, mm, torch.Generator().manual_seed(0))
+    out_small = _grad_norms(small, x, mm, torch.Generator().manual_seed(0))
+    ratio = [s[0] / b[0] for s, b in zip(out_small[:-1], out_base[:-1], strict=True)]
+    np.testing.assert_allclose(ratio, 1e-4, rtol=1e-9)  # from the output: a common factor 0.01^2
+
+
+def test_phase_labels_agree_with_the_grade():
+    from sphericalcow.doctor.diagnose import _phase
+
+    assert [_phase(g) for g in (-1.5, -2.1, 5.9, -6.5, 7.0)] == [
+        "critical",
+        "mildly ordered",
+        "mildly chaotic",
+        "ordered",
+        "chaotic",
+    ]
+    _model, rep = _run("default_relu4", n_init=6)
+    v = rep.verdict("criticality")
+    g = v.numbers["L_over_xi_perp"]
+    assert -6 < g < -2  # theory: 2 blocks of chi_perp = C_W/2 = 1/6, L/xi = -2 log 6 = -3.6
+    assert v.passed is True and rep.summary["phase"] == "mildly ordered"
+    assert "within the trainable range" in v.message and "gradients vanish" not in v.message
+
+
+def test_conv_aspect_ratio_counts_the_fan_in():
+    """cnn8_he: the next layer's fan-in (32 channels x 9 positions = 288; the dense readout's 2048 for the last conv)
+    enters sum 1/width, so kappa_pred = 15 (7/288 + 1/2048) = 0.372, not 15 x 8/32 = 3.75; the measured output
+    kurtosis agrees within its 95% interval."""
+    _model, rep = _run("cnn8_he", n_init=8)
+    assert rep.summary["kappa_pred"] == pytest.approx(15 * (7 / 288 + 1 / 2048), rel=1e-12)
+    assert rep.summary["aspect_ratio"] == pytest.approx(8 / 32)
+    v = rep.verdict("aspect_ratio")
+    assert v.passed is True and v.fix == ""
+    km, se = v.numbers["kappa_measured"], v.numbers["kappa_measured_se"]
+    assert abs(km - rep.summary["kappa_pred"]) <= 2 * se + 0.5  # + the lower-bound approximation's margin
+
+
+def test_softplus_transformer_stack_batchnorm_and_dict_outputs_are_handled():
+    _model, rep = _run("softplus_mlp", n_init=4)  # used to abort: softplus has no critical point
+    assert all(math.isnan(r["cw_critical"]) for r in rep.layers[:-1])
+    assert any("no critical initialisation exists for softplus" in n for n in rep.notes)
+    _model, rep = _run("transformer4", n_init=4)
+    v = rep.verdict("aspect_ratio")
+    assert v.passed is None and v.message.startswith("not applicable: post-norm")
+    assert all(b.post_norm for b in rep.model_map.blocks) and "ntk_note" in rep.extra
+    _model, rep = _run("bn_mlp", n_init=4)
+    assert any("batch statistics" in n for n in rep.notes)
+    _model, rep = _run("dict_out", n_init=4)
+    assert any("key 'logits'" in n for n in rep.notes) and rep.model_map.readout == "c"
