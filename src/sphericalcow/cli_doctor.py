@@ -132,7 +132,9 @@ def doctor_cmd(
         _print(recheck, "after --fix")
     _out.print(f"Report: {run_dir / 'report.html'}  ({run_dir / 'doctor.json'})", soft_wrap=True)
     if recheck is not None:
-        _out.print(f"Fixed weights: {run_dir / 'fixed.pt'}; re-check: {run_dir / 'fixed' / 'report.html'}", soft_wrap=True)
+        _out.print(
+            f"Fixed weights: {run_dir / 'fixed.pt'}; re-check: {run_dir / 'fixed' / 'report.html'}", soft_wrap=True
+        )
 
 
 def _print(report: Any, label: str) -> None:
