@@ -1,16 +1,18 @@
 """Hessian tools vs hessian-eigenthings (the peer library, run in its own interpreter), same weights, same data.
 
-Network: MLP 50-128-128-10 (tanh, 24,458 parameters) trained for 200 full-batch SGD steps on 10 Gaussian classes
-(so the top of the spectrum has outliers, as after real training), cross-entropy on 256 examples, float32,
-2 threads; both sides load the same state_dict and data from a temporary folder and time warm calls (after one
-warm-up product). Timing is interleaved: ROUNDS rounds, each timing every row of ours (batched products, then one
-product at a time) and then running the peer's process, both sides calling each row REPEATS times in a row (the
-first call after another row's can be slower: fresh memory for the batched products' larger temporaries); each
-row reports the best over all. Rows, at equal settings on both sides: top-5 eigenvalues by Lanczos
-with full reorthogonalisation for exactly 40 steps (ours ``max_iter=40, verify=False`` and a tolerance no run
-reaches; one chain, one product per step, so there is no batched route), ours by default (until converged plus a
-verification block for missed multiplicities) against the same peer row, the Hutchinson and Hutch++ traces with 99
-products each, and the SLQ density with 10 probes x 40 steps. "batched" rows use ``HessianOperator.matmat``
+Network: MLP 50-128-128-10 (tanh, 24,458 parameters) trained for 200 full-batch SGD steps on 10 Gaussian classes (so the
+top of the spectrum has outliers, as after real training), cross-entropy on 256 examples, float32, 2 threads
+(BENCH_THREADS to change it, the same on both sides); both sides load the same state_dict and data from a temporary
+folder and time warm calls (after one warm-up product). Timing is interleaved: ROUNDS rounds, each timing every row of
+ours (batched products, then one product at a time) and then running the peer's process, both sides calling each row
+REPEATS times in a row (the first call after another row's can be slower: fresh memory for the batched products' larger
+temporaries); each row reports the best over all. Rows, at equal settings on both sides: top-5 eigenvalues by Lanczos
+with full reorthogonalisation for exactly 40 steps (ours ``method="single", max_iter=40, verify=False`` and a tolerance
+no run reaches; one chain, one product per step, so there is no batched route), ours by default (``method="single"``:
+one vector until every requested Ritz residual is below 1e-4 of the largest Ritz value, plus a verification block for
+missed multiplicities) and ours with ``method="block"`` (blocks of k vectors, one batched product per step; a block of
+k vectors cannot miss copies of a repeated eigenvalue) against the same peer row, the Hutchinson and Hutch++ traces
+with 99 products each, and the SLQ density with 10 probes x 40 steps. "batched" rows use ``HessianOperator.matmat``
 (independent probes, and the SLQ chains side by side, in one vectorised product), "one at a time" rows the same
 functions with ``batched=False``. Agreement (top-5 relative to a float64 reference, trace estimates within their
 standard errors, SLQ nodes and moments) is printed in the same run.
@@ -34,6 +36,7 @@ from torch import nn
 
 HERE = Path(__file__).parent
 PEER_PYTHON = os.environ.get("PEER_PYTHON", "/tmp/peerenv/bin/python")
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 K, TRACE_MV, SLQ_PROBES, SLQ_STEPS, PEER_STEPS = 5, 99, 10, 40, 40
 ROUNDS, REPEATS = 3, 2  # interleaved rounds; the machine is shared, single timings vary several-fold
 
@@ -41,7 +44,7 @@ PEER_SCRIPT = """
 import json, sys, time
 import numpy as np, torch
 from torch import nn
-torch.set_num_threads(2)
+torch.set_num_threads(@THREADS@)
 import hessian_eigenthings as he
 d = sys.argv[1]
 model = nn.Sequential(nn.Linear(50, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, 10))
@@ -77,6 +80,7 @@ for _key, _val in {
     "SLQ_PROBES": SLQ_PROBES,
     "SLQ_STEPS": SLQ_STEPS,
     "REPEATS": REPEATS,
+    "THREADS": THREADS,
 }.items():
     PEER_SCRIPT = PEER_SCRIPT.replace(f"@{_key}@", str(_val))
 
@@ -124,7 +128,7 @@ def _run_peer(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
             [PEER_PYTHON, str(script), tmp],
             capture_output=True,
             text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "2"},
+            env={**os.environ, "OMP_NUM_THREADS": str(THREADS)},
             check=True,
         )
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -145,15 +149,18 @@ def _autograd_baseline(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> fl
 def run() -> list[dict]:
     from sphericalcow.measure.hessian import HessianOperator, hutchinson, hutchpp, lanczos, spectral_density
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     x, y = _data()
     model = _model(x, y)
     op = HessianOperator(model, "cross_entropy", (x, y))
     op.matvec(torch.randn(op.size))  # warm-up (builds the cached gradient graph)
     op.matmat(torch.randn(op.size, 2))  # and the cached vectorised vjp
     ours = {  # name -> function; "_b" batched products, "_u" one product at a time
-        "eig40": lambda: lanczos(op, K, which="top", seed=0, max_iter=PEER_STEPS, tol=1e-30, verify=False),
+        "eig40": lambda: lanczos(
+            op, K, which="top", seed=0, max_iter=PEER_STEPS, tol=1e-30, verify=False, method="single"
+        ),
         "eig": lambda: lanczos(op, K, which="top", seed=0),
+        "eig_block": lambda: lanczos(op, K, which="top", seed=0, method="block"),
         "hutch_b": lambda: hutchinson(op, TRACE_MV, seed=0),
         "hutch_u": lambda: hutchinson(op, TRACE_MV, seed=0, batched=False),
         "hpp_b": lambda: hutchpp(op, TRACE_MV, seed=0),
@@ -174,13 +181,19 @@ def run() -> list[dict]:
         if peer_ok:
             q = _run_peer(model, x, y)
             p = {k: min(v, p[k]) if k.endswith("_s") and k in p else v for k, v in q.items()}
-    ref = lanczos(HessianOperator(model, "cross_entropy", (x, y), dtype=torch.float64), K, which="top", tol=1e-10)
-    e40, eig, tr, sd, sdu = res["eig40"], res["eig"], res["hpp_b"], res["slq_b"], res["slq_u"]
+    op64 = HessianOperator(model, "cross_entropy", (x, y), dtype=torch.float64)
+    ref = lanczos(op64, K, which="top", tol=1e-10)
+    dense_check = lanczos(op64, K, which="top", tol=1e-10, method="block")  # the reference by the other route
+    e40, eig, es, tr, sd, sdu = res["eig40"], res["eig"], res["eig_block"], res["hpp_b"], res["slq_b"], res["slq_u"]
     rel = float(np.max(np.abs(eig.top - ref.top) / ref.top[0]))
     rel40 = float(np.max(np.abs(e40.top - ref.top) / ref.top[0]))
+    rels = float(np.max(np.abs(es.top - ref.top) / ref.top[0]))
+    refx = float(np.max(np.abs(dense_check.top - ref.top) / ref.top[0]))
     print(
         f"# ours: top-{K} {np.array2string(eig.top, precision=5)} in {eig.iterations} products (40 steps: "
-        f"max |ours - float64 ref| / lambda_1 = {rel40:.1e}; default: {rel:.1e}); Hutchinson "
+        f"max |ours - float64 ref| / lambda_1 = {rel40:.1e}; default (single, {eig.iterations} products, converged="
+        f"{eig.converged}): {rel:.1e}; block ({es.iterations} products, converged={es.converged}): {rels:.1e}; "
+        f"float64 reference single vs block route {refx:.1e}); Hutchinson "
         f"{res['hutch_b'].estimate:.4g} +- {res['hutch_b'].sem:.2g}; Hutch++ {tr.estimate:.4g} +- {tr.sem:.2g}; "
         f"batched - one at a time: Hutch++ {abs(tr.estimate - res['hpp_u'].estimate):.1e}, Hutchinson "
         f"{abs(res['hutch_b'].estimate - res['hutch_u'].estimate):.1e}, SLQ nodes "
@@ -215,8 +228,11 @@ def run() -> list[dict]:
     return [
         {"name": f"top-{K} eigenvalues, {PEER_STEPS} Lanczos steps (single chain, not batched)", "seconds": t["eig40"],
          "baseline": peer_eig, "baseline_seconds": p["eig_s"]},
-        {"name": f"top-{K} eigenvalues, default (converged + multiplicity check, {eig.iterations} products)",
+        {"name": f"top-{K} eigenvalues, default single-vector Lanczos (converged + multiplicity check, "
+                 f"{eig.iterations} products)",
          "seconds": t["eig"], "baseline": peer_eig, "baseline_seconds": p["eig_s"]},
+        {"name": f"top-{K} eigenvalues, method=block (converged, {es.iterations} products in blocks of {K})",
+         "seconds": t["eig_block"], "baseline": peer_eig, "baseline_seconds": p["eig_s"]},
         {"name": f"Hutchinson trace, {TRACE_MV} probes, batched", "seconds": t["hutch_b"],
          "baseline": f"{base} trace hutchinson {TRACE_MV}", "baseline_seconds": p["hutch_s"]},
         {"name": f"Hutchinson trace, {TRACE_MV} probes, one at a time", "seconds": t["hutch_u"],
