@@ -356,6 +356,8 @@ def test_without_factory_the_ensemble_is_resampled(tmp_path):
     d = json.loads((tmp_path / "run" / "doctor.json").read_text())
     assert d["failed"] == ["criticality"] and d["matched_mlp"]["depth"] == 12
     assert "| signal propagation at initialisation | FAIL |" in rep.markdown()
+    with pytest.raises(SphericalCowError, match="key='sharpnes' is not a verdict of this report"):
+        rep.verdict("sharpnes")
 
 
 def test_bad_input_is_a_one_line_error():

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import SphericalCowError
 from ..report.jsonio import atomic_write_text, to_jsonable
 from ..report.result import FigureSpec, Result, Table, Verdict
 from .diagnose import DEPTH_SCALE_FACTOR, KAPPA_MAX, DoctorVerdict
@@ -50,7 +51,9 @@ class DoctorReport:
         for v in self.verdicts:
             if v.key == key:
                 return v
-        raise KeyError(f"no verdict {key!r}; verdicts: {', '.join(v.key for v in self.verdicts)}")
+        raise SphericalCowError(
+            f"key={key!r} is not a verdict of this report; expected one of {', '.join(v.key for v in self.verdicts)}"
+        )
 
     def fix(self, model: nn.Module, *, seed: int = 0) -> nn.Module:
         """A re-initialised copy of ``model`` (:func:`sphericalcow.doctor_fix`)."""
