@@ -885,8 +885,8 @@ def _block_residuals(S: np.ndarray, G: np.ndarray, lost: float) -> np.ndarray:
 
 
 METHODS = ("block", "single")
-"""Lanczos variants of :func:`lanczos`: ``block`` (default; one vectorised product of k vectors per step) and
-``single`` (one product per step, with verification blocks for multiplicities)."""
+"""Lanczos variants of :func:`lanczos`: ``single`` (default; one product per step, with verification blocks for
+multiplicities) and ``block`` (one vectorised product of k vectors per step)."""
 
 
 def lanczos(

@@ -51,7 +51,8 @@ with A = B = D = F = 0 at the first layer (its NTK is deterministic for one inpu
 form (PDLT eq. 8.89-ish: chi_perp^2 B plus a <sigma'^4> source); all three are checked against Monte Carlo over
 thousands of real networks in tests/test_finite_width.py.
 
-dNTK-preactivation correlators (one input; the single-input form of PDLT §11.2's P and Q, derived here the same way).
+dNTK-preactivation correlators (one input; the analogue of PDLT §11.2's P and Q, derived here the same way; the
+labels and normalisation are ours and may differ from the book's: here the same-neuron correlator is P + 2Q).
 The dNTK of layer l is dH_{i0 i1 i2} = sum_{mu nu} d^2 z_{i0}/dtheta_mu dtheta_nu dz_{i1}/dtheta_mu dz_{i2}/dtheta_nu
 (all parameters of layers <= l).  For different neurons j != k and any functions phi, psi, at leading order
     E[phi(z_j) psi(z_k) dH_{jkk}] = <phi'> <psi> P^{(l)} / n_{l-1},
