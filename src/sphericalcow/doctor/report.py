@@ -235,6 +235,9 @@ class DoctorReport:
             if all(t is not None for t in th):
                 a2.plot(range(1, len(th) + 1), th, "k--", label="theory")
             a2.axhline(1.0, color="gray", lw=0.8)
+            pos = [v for v in cp if v is not None and math.isfinite(v) and v > 0]
+            if pos and len(pos) == len(cp) and max(max(pos), 1.0) / min(min(pos), 1.0) > 10:
+                a2.set_yscale("log")  # far from 1 on either side: show both the values and the critical line
             a2.legend()
         a2.set_xlabel("block")
         a2.set_ylabel("chi_perp")
