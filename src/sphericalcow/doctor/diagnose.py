@@ -23,10 +23,12 @@ Thresholds (each from theory, none tuned on the test models):
   part is 3 K^2. When the predicted kappa at the output exceeds 3 the "correction" is larger than the quantity it
   corrects, the 1/n expansion that every infinite-width statement rests on is not controlled, and the fix is a
   wider or shallower network. The recommended width makes the predicted kappa <= ``KAPPA_TARGET = 1``.
-  kappa is predicted by :func:`sphericalcow.finite_width` for a model that maps onto an MLP, else as nu * r_eff with
-  the class-universal slope nu (ReLU 15, K*=0 class 2; :func:`universal_kurtosis_slope`) and an effective aspect
-  ratio in which each residual block counts (c/(1+c))^2 / width (see :func:`_residual_weights`) and a convolution
-  counts 1 / (the next layer's fan-in, channels x kernel size) rather than 1 / channels: the next layer's metric
+  kappa is predicted by :func:`sphericalcow.finite_width` for a model that maps onto an MLP; otherwise each plain
+  layer adds nu / n_eff with the class-universal slope nu of the activation the next layer reads (ReLU 15, linear
+  6, K*=0 class 2; :func:`universal_kurtosis_slope`), each residual block maps kappa by
+  :func:`residual_block_kurtosis` (derived here, checked against Monte Carlo), and the reported effective aspect
+  ratio is kappa_pred / nu of the dominant activation. For a convolution n_eff is the next layer's fan-in
+  (channels x kernel size) rather than the channel count: the next layer's metric
   averages over channels x kernel positions. This treats the kernel positions as independent, so it is a lower
   bound on the fluctuations (the channel count gives the upper bound). For an MLP the prediction (exact at leading
   order) grades the verdict; for other models it is approximate, so the measured excess kurtosis at the output
@@ -135,24 +137,86 @@ def _kurtosis(m2: np.ndarray, m4: np.ndarray) -> tuple[float, float]:
     return k, se
 
 
-def _residual_weights(mm: ModelMap, ms: Measurements) -> dict[str, float]:
-    """Weight of each weight layer inside a residual block in the effective aspect ratio r_eff = sum_l w_l / n_l.
+def residual_block_kurtosis(kappa_in: float, c: float, a: float, kappa_branch: float, n: float) -> float:
+    """Leading-order excess kurtosis after a residual block z' = z + u, from its value ``kappa_in`` before it.
 
-    A residual block z' = z + f(z) adds a branch of variance c K to a trunk of variance K (c = measured mean
-    K_out/K_in - 1). Given the trunk, only the branch's stochastic metric fluctuates, a fraction c/(1+c) of the
-    output's variance, so at leading order its contribution to V/K^2 (the kurtosis increment nu/n of a plain layer,
-    PDLT §5.4) is scaled by (c/(1+c))^2; we count it once per block, at the block's last weight layer, and give the
-    block's inner layers weight 0. Plain layers have weight 1. This is our leading-order estimate for residual
-    stacks (exact for c -> infinity, a plain layer, and c -> 0, an identity block)."""
-    w: dict[str, float] = {}
-    for i, b in enumerate(mm.blocks):
-        if not b.residual or not b.layers:
+    Derivation (ours; the book treats residual MLPs only for Gaussian statistics, PDLT §9): write
+    R^2 = |z|^2 / n_trunk and v = Var(R^2) / E[R^2]^2 over draws. A layer reading the trunk linearly has output
+    excess kurtosis 3 v (given z its output is Gaussian with variance C_W R^2), so we track kappa = 3 v.
+    The branch ends in a zero-mean weight layer, so given z and the branch's internals u is Gaussian, i.i.d. over
+    units, with variance s (s = C_W mean_a phi_a^2 + C_b of its last hidden layer). Then
+    R'^2 = R^2 + 2 z.u / n + |u|^2 / n with conditional variances 4 s R^2 / n and 2 s^2 / n, and
+    Var(R'^2) = Var(E[R'^2 | R^2]) + E[4 s R^2 + 2 s^2] / n + E[Var(s | z)]. With c = E[s] / E[R^2] (the block's
+    measured gain minus 1), a = d log K_out / d log K_in = chi_par / gain (1 for a scale-invariant branch without
+    normalisation, 1 / (1 + c) for a pre-norm branch) and kappa_branch = 3 Var(s | z) / E[s]^2 (the excess
+    kurtosis of the branch output u, which is 0 for a branch with a single weight layer and (nu / n_h) for one
+    hidden layer of width n_h; nu = 15 for ReLU):
+
+        kappa' = a^2 kappa_in + 3 (4 c + 2 c^2) / (n (1 + c)^2) + (c / (1 + c))^2 kappa_branch.
+
+    Checks: c -> 0 (identity block) leaves kappa unchanged; c -> infinity gives a plain stack's 6 / n (the trunk
+    read linearly: 3 (3 - 1) / n) plus the branch's kurtosis; a ReLU branch W2 relu(W1 z) adds
+    3 (4 c + 7 c^2) / (n (1 + c)^2). Against Monte Carlo of real residual ReLU stacks (tests/test_doctor.py):
+    agreement at 1/n after Richardson extrapolation in the width, with and without pre-LayerNorm; the earlier
+    estimate (c / (1 + c))^2 nu / n per block missed the trunk-branch cross term 4 c and was 2x low at c = 1.
+    """
+    return a * a * kappa_in + 3.0 * (4.0 * c + 2.0 * c * c) / (n * (1.0 + c) ** 2) + (c / (1.0 + c)) ** 2 * kappa_branch
+
+
+def _layer_nu(la: Any, nu_dom: float | None) -> float | None:
+    """Per-layer kurtosis increment slope: nu of the activation the next layer reads (``out_act``; none: the
+    linear 6), falling back to the dominant activation's when it is unknown or has no universal slope."""
+    from ..activations import activation
+    from ..theory.finite_width import universal_kurtosis_slope
+
+    if la.out_unknown is not None:
+        return nu_dom
+    act = la.out_act if la.out_act is not None else activation("linear")
+    try:
+        return universal_kurtosis_slope(act)[1]
+    except SphericalCowError:
+        return nu_dom
+
+
+def _predicted_kurtosis(
+    mm: ModelMap, ms: Measurements, n_eff: dict[str, int], nu_dom: float | None
+) -> list[float | None]:
+    """Predicted excess kurtosis of each weight layer's output, for a model without a matched MLP.
+
+    Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`; PDLT §5.4). A
+    residual block's first weight layer reads the trunk, which is fixed given the block's input, so the branch
+    starts Gaussian; its later layers accumulate kappa_branch, and the block's output follows
+    :func:`residual_block_kurtosis` with the measured mean gain (c = gain - 1) and log-susceptibility
+    a = mean chi_par / mean gain."""
+    where: dict[str, int] = {}
+    for b_i, b in enumerate(mm.blocks):
+        if b.residual and b.layers:
+            for name in b.layers:
+                where[name] = b_i
+    preds: list[float | None] = []
+    kappa: float | None = 0.0
+    trunk: float | None = 0.0
+    for la in mm.layers:
+        preds.append(kappa)
+        if la.readout or la.kind == "embedding":
             continue
-        c = max(float(np.mean(ms.gain[:, i])) - 1.0, 0.0)
-        for name in b.layers:
-            w[name] = 0.0
-        w[b.layers[-1]] = (c / (1.0 + c)) ** 2
-    return w
+        b_i = where.get(la.name)
+        if b_i is not None and la.name == mm.blocks[b_i].layers[0]:
+            trunk, kappa = kappa, 0.0
+        nu = _layer_nu(la, nu_dom)
+        last = b_i is not None and la.name == mm.blocks[b_i].layers[-1]
+        if not last:
+            kappa = None if kappa is None or nu is None else kappa + nu / n_eff[la.name]
+            continue
+        gain = float(np.mean(ms.gain[:, b_i]))
+        c = max(gain - 1.0, 0.0)
+        ok = np.isfinite(ms.chi_par[:, b_i])
+        a = float(np.mean(ms.chi_par[ok, b_i])) / gain if ok.any() and gain > 0 else 1.0
+        if trunk is None or kappa is None:
+            kappa = None
+        else:
+            kappa = residual_block_kurtosis(trunk, c, a, kappa, n_eff[la.name])
+    return preds
 
 
 def _phase(g: float) -> str:
@@ -206,6 +270,7 @@ def summarize(mm: ModelMap, ms: Measurements, x0: Any) -> dict[str, Any]:
             "chi_par": ca[0],
             "chi_par_lo": ca[1],
             "chi_par_hi": ca[2],
+            "gain": float(np.mean(ms.gain[:, b_i])),
             "chi_perp_theory": None,
             "chi_par_theory": None,
         }
@@ -219,8 +284,7 @@ def summarize(mm: ModelMap, ms: Measurements, x0: Any) -> dict[str, Any]:
     hidden = [la for la in mm.layers[:-1] if la.kind != "embedding"]
     n_eff = {la.name: _eff_width(mm, i) for i, la in enumerate(mm.layers)}
     aspect = float(sum(1.0 / la.width for la in hidden))
-    weight = _residual_weights(mm, ms)
-    r_eff = float(sum(weight.get(la.name, 1.0) / n_eff[la.name] for la in hidden))
+    r_plain = float(sum(1.0 / n_eff[la.name] for la in hidden))
     dom = mm.mlp.activation if mm.mlp is not None else mm.dominant_activation
     nu, cls = None, None
     if dom is not None:
@@ -228,23 +292,27 @@ def summarize(mm: ModelMap, ms: Measurements, x0: Any) -> dict[str, Any]:
             cls, nu = universal_kurtosis_slope(dom)
         except SphericalCowError:
             nu = None
+    preds = _predicted_kurtosis(mm, ms, n_eff, nu) if fw is None else [None] * len(mm.layers)
     kurt_rows = []
     r_before = 0.0
     for i, la in enumerate(mm.layers):
         km, kse = _kurtosis(ms.kurt_m2[i], ms.kurt_m4[i])
         if fw is not None:
             pred, src = float(fw.kurtosis[i]), "finite_width (matched MLP)"
-        elif nu is not None:
-            pred, src = nu * r_before, f"nu r_eff, universal slope nu={nu:g} ({cls})"
+        elif preds[i] is not None:
+            pred, src = preds[i], "leading order: nu / n_eff per layer, residual blocks by residual_block_kurtosis"
         else:
             pred, src = None, "no prediction (activation outside the universality classes)"
         kurt_rows.append(
             {"layer": la.name, "r": r_before, "kurtosis": km, "kurtosis_se": kse, "predicted": pred, "source": src}
         )
         if la in hidden:
-            r_before += weight.get(la.name, 1.0) / n_eff[la.name]
+            r_before += 1.0 / n_eff[la.name]
     kappa_pred = kurt_rows[-1]["predicted"] if kurt_rows else None
     kappa_meas = (kurt_rows[-1]["kurtosis"], kurt_rows[-1]["kurtosis_se"]) if kurt_rows else (math.nan, math.nan)
+    # effective aspect ratio: the plain sum 1/n_eff for an MLP; otherwise the sum a plain network of the dominant
+    # activation would need for the same predicted kurtosis (kappa_pred / nu)
+    r_eff = r_plain if fw is not None or kappa_pred is None or not nu else float(kappa_pred) / nu
 
     # gradients per weight layer, per fan-in (the standard-parametrization learning-rate scale)
     grad_rows = []

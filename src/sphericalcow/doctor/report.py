@@ -165,11 +165,13 @@ class DoctorReport:
                     "chi_par",
                     "chi_par_lo",
                     "chi_par_hi",
+                    "gain",
                     "chi_perp_theory",
                     "chi_par_theory",
                 ],
                 s["blocks"],
-                "Measured susceptibilities per block (95% CI over draws); theory columns for an MLP-like model.",
+                "Measured susceptibilities per block (95% CI over draws), the mean gain K_out / K_in; theory columns "
+                "for an MLP-like model.",
             ),
             Table(
                 "gradients",
