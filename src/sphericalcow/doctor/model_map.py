@@ -221,6 +221,11 @@ class Layer:
     unknown_act: str | None = None
     readout: bool = False
     out_unknown: str | None = None
+    #: The kind ("layer", "rms" or "batch"; :func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`) of a
+    #: normalisation that ran between the previous weight layer and this one, else ``None``; ``act_after_norm``: an
+    #: activation ran after it (the layer reads phi(Norm(z))) rather than before it or not at all (Norm(...)).
+    norm_in: str | None = None
+    act_after_norm: bool = False
 
     @property
     def init_act(self) -> Activation | None:
@@ -383,6 +388,16 @@ def select_output(out: Any) -> tuple[Any, str | None]:
     return out, None
 
 
+def _norm_kind(mod: nn.Module) -> str:
+    """ "batch" for batch norm (standardises each unit over the batch), "rms" for RMSNorm, else "layer" (centres and
+    scales over the units of one example: LayerNorm, GroupNorm, InstanceNorm)."""
+    if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+        return "batch"
+    if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
+        return "rms"
+    return "layer"
+
+
 def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
     """Trace ``model`` (float64 eval-mode copy expected) on ``x``; returns the map and the output."""
     order, calls, out, events, outputs = _trace(model, x)
@@ -393,6 +408,8 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
     acts_seen: list[str] = []
     unknown_seen: list[str] = []
     leaves_ok = True
+    norm_in: str | None = None
+    act_after_norm = False
     for kind_ev, item in events:
         if kind_ev == "function":
             if isinstance(item, str):
@@ -404,7 +421,7 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
             acts_seen.append(item.spec)
             if layers and layers[-1].out_act is None:
                 layers[-1].out_act = item
-            last_act, unknown = item, None
+            last_act, unknown, act_after_norm = item, None, norm_in
             continue
         name = item
         mod = mods[name]
@@ -413,8 +430,10 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
             acts_seen.append(act.spec)
             if layers and layers[-1].out_act is None:
                 layers[-1].out_act = act
-            last_act, unknown = act, None
+            last_act, unknown, act_after_norm = act, None, norm_in
             continue
+        if isinstance(mod, _NORM):
+            norm_in, act_after_norm = _norm_kind(mod), False
         if isinstance(mod, _UNKNOWN_ACT_MODULES):
             if layers and layers[-1].out_act is None and layers[-1].out_unknown is None:
                 layers[-1].out_unknown = type(mod).__name__
@@ -436,8 +455,9 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
         cw = float(fan_in * (w[1].detach().double() * ws).pow(2).mean())
         cb = float((bias.detach().double() * bs).pow(2).mean()) if isinstance(bias, torch.Tensor) else 0.0
         la = Layer(name, kind, fan_in, width, cw, cb, ws, bs, in_act=last_act, calls=calls[name], unknown_act=unknown)
+        la.norm_in, la.act_after_norm = norm_in, act_after_norm
         layers.append(la)
-        last_act, unknown = None, None
+        last_act, unknown, norm_in, act_after_norm = None, None, None, False
         if kind not in ("linear",) or calls[name] != 1:
             leaves_ok = False
     # functional activations of transformer layers (fallback if the call was not recorded): between linear1, linear2
