@@ -25,6 +25,7 @@ The readout (last layer producing the output) is not a depth block: blocks below
 
 import copy
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ from torch import nn
 import doctor_models as dm
 from sphericalcow.doctor import DoctorReport, doctor, doctor_fix, fix_plan, fixed_factory
 from sphericalcow.doctor.model_map import map_model
-from sphericalcow.doctor.signal import _grad_norms
+from sphericalcow.doctor.signal import _grad_norms, input_ratio, pooled_kurtosis
 from sphericalcow.errors import SphericalCowError
 from sphericalcow.measure.ntk import empirical_ntk
 from sphericalcow.theory.criticality import chi_parallel, chi_perpendicular
@@ -586,7 +587,135 @@ def test_doctor_per_layer_kurtosis_follows_the_leading_order_prediction(case):
         factory(), torch.randn(16, dm.D_IN, generator=torch.Generator().manual_seed(3)), factory=factory, n_init=200
     )
     rows = [r for r in rep.summary["kurtosis"][1:-1]]  # hidden layers (the first is exactly Gaussian)
+    assert all(r["predicted"] is not None for r in rows), [r["source"] for r in rows]
     z = [(r["kurtosis"] - r["predicted"]) / r["kurtosis_se"] for r in rows]
     assert max(abs(v) for v in z) < 3.5, [(r["layer"], r["kurtosis"], r["kurtosis_se"], r["predicted"]) for r in rows]
     plain = [15 * r["r"] for r in rows]
     assert max(abs(r["kurtosis"] - p) / r["kurtosis_se"] for r, p in zip(rows, plain, strict=True)) > 6
+
+
+def _default_relu_mlp(depth: int = 8, width: int = 64) -> nn.Module:
+    layers: list[nn.Module] = []
+    d = dm.D_IN
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), nn.ReLU()]
+        d = width
+    return nn.Sequential(*layers, nn.Linear(width, 1))  # PyTorch's default uniform init: kappa_W = kappa_b = -1.2
+
+
+class _EmbeddingMLP(nn.Module):
+    """nn.Embedding(50, 64) (N(0, 1) table) read by two He-initialised ReLU layers and a readout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 64)
+        self.fc1, self.fc2, self.out = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 1)
+        for m in (self.fc1, self.fc2, self.out):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.fc2(torch.relu(self.fc1(self.emb(tokens))))))
+
+
+def _post_norm_transformer() -> nn.Module:
+    layer = nn.TransformerEncoderLayer(64, 4, dim_feedforward=128, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)  # PyTorch's init
+
+
+KURTOSIS_CASES = {
+    "default_init_mlp": (_default_relu_mlp, lambda g: torch.randn(16, dm.D_IN, generator=g)),
+    "embedding": (_EmbeddingMLP, lambda g: torch.randint(0, 50, (16, 6), generator=g)),
+    "post_norm_transformer": (_post_norm_transformer, lambda g: torch.randn(8, 6, 64, generator=g)),
+}
+
+
+@pytest.mark.parametrize("case", list(KURTOSIS_CASES))
+def test_doctor_kurtosis_with_uniform_weights_embeddings_and_attention(case):
+    """100 draws; every predicted row except the one-unit readout (whose sample kurtosis is too skewed to grade at
+    this size) within 3.5 SE. PyTorch's default init (uniform weights and biases, kappa = -1.2): the weight term
+    kappa_W q / fan_in (-7.2/64 after a ReLU) and, as the too-small init (C_W = 1/3) lets the bias dominate, the
+    bias term -> -1.2 (C_b / K)^2: measured -0.20, 0.07, -0.13, -0.52, -0.78, ... vs -0.19, 0.05, -0.12, -0.56,
+    -0.77, ...; the Gaussian-weight prediction alone (-0.08 at depth) is rejected. Embedding (N(0, 1) table): its
+    output Gaussian, then 6/64 and 6/64 + 15/64 (measured 0.10, 0.39 +- 0.04 vs 0.094, 0.33). Post-norm transformer:
+    attention rows have no prediction; linear1 reads LayerNorm (kurtosis reset inside the block) through uniform
+    weights: -1.2 x 3/64 = -0.056 (measured -0.051 +- 0.008); linear2 adds 15/128 - 7.2/128 (0.063 vs 0.074)."""
+    factory, inputs = KURTOSIS_CASES[case]
+    torch.manual_seed(0)
+    rep = doctor(factory(), inputs(torch.Generator().manual_seed(3)), factory=factory, n_init=100)
+    rows = rep.summary["kurtosis"]
+    readout = rep.model_map.readout
+    graded = [r for r in rows if r["layer"] != readout]
+    if case == "post_norm_transformer":
+        assert all((r["predicted"] is None) == r["layer"].endswith("self_attn") for r in rows)
+        graded = [r for r in graded if r["predicted"] is not None]
+        assert len(graded) == 6
+    assert all(r["predicted"] is not None for r in graded), [(r["layer"], r["source"]) for r in graded]
+    z = [(r["kurtosis"] - r["predicted"]) / r["kurtosis_se"] for r in graded]
+    assert max(abs(v) for v in z) < 3.5, [(r["layer"], r["kurtosis"], r["kurtosis_se"], r["predicted"]) for r in graded]
+    if case == "embedding":
+        assert [r["predicted"] for r in graded] == pytest.approx([0.0, 6 / 64, 6 / 64 + 15 / 64], abs=1e-12)
+    else:  # the weight and bias terms are what agree: Gaussian-weight theory alone is rejected
+        gauss = [r["predicted"] - r["weight_term"] for r in graded]
+        assert max(abs(r["kurtosis"] - g) / r["kurtosis_se"] for r, g in zip(graded, gauss, strict=True)) > 6
+
+
+def _rms_mish() -> nn.Module:
+    layers: list[nn.Module] = []
+    d = dm.D_IN
+    for _ in range(4):
+        layers += [nn.Linear(d, 32), nn.RMSNorm(32), nn.Mish()]
+        d = 32
+    return nn.Sequential(*layers, nn.Linear(32, 1))
+
+
+def _conv_norm(norm: Callable[[], nn.Module]) -> nn.Module:
+    layers: list[nn.Module] = []
+    c = 3
+    for _ in range(3):
+        layers += [nn.Conv2d(c, 8, 3, padding=1), norm(), nn.ReLU()]
+        c = 8
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(8 * 6 * 6, 1))
+
+
+def test_doctor_predicts_no_kurtosis_where_a_norm_or_activation_is_not_modelled():
+    """An unidentified activation after a norm (RMSNorm -> Mish), norms over conv feature maps (GroupNorm with 4 or 1
+    groups, InstanceNorm) and attention get no prediction rather than the reset's value (Mish was read as linear,
+    predicting 0 against a measured 0.14; conv rows were predicted 10-17x low). A GroupNorm with one group whose
+    statistic covers exactly what the dense readout reads (8 x 6 x 6 = 288 units) is a valid reset."""
+    x = torch.randn(8, dm.D_IN, generator=torch.Generator().manual_seed(1))
+    rep = doctor(_rms_mish(), x, n_init=4)
+    assert [r["predicted"] is None for r in rep.summary["kurtosis"]] == [False, True, True, True, True]
+    assert "unidentified activation after a normalisation" in rep.summary["kurtosis"][1]["source"]
+    xc = torch.randn(8, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    for norm, kinds in [
+        (lambda: nn.GroupNorm(4, 8), ["other", "other", "other"]),
+        (lambda: nn.InstanceNorm2d(8, affine=True), ["other", "other", "other"]),
+        (lambda: nn.GroupNorm(1, 8), ["other", "other", "layer"]),
+    ]:
+        model = _conv_norm(norm)
+        mm, _ = map_model(copy.deepcopy(model).double().eval(), xc.double())
+        assert [la.norm_in for la in mm.layers[1:]] == kinds
+        rows = doctor(model, xc, n_init=4).summary["kurtosis"]
+        assert rows[0]["predicted"] is not None and all(r["predicted"] is None for r in rows[1:3])
+        assert (rows[3]["predicted"] is not None) == (kinds[-1] == "layer")
+    ln_seq = nn.Sequential(nn.Linear(6, 6), nn.LayerNorm([5, 6]), nn.ReLU(), nn.Linear(6, 4))  # over (T, d), reads d
+    mm, _ = map_model(ln_seq.double(), torch.randn(3, 5, 6, dtype=torch.float64))
+    assert mm.layers[1].norm_in == "other"
+
+
+def test_weight_kurtosis_helpers():
+    """Pooled kurtosis of uniform entries is -6/5 within its jackknife SE, also for one entry per draw (a readout's
+    bias); a Gaussian's is 0; the input ratio q is 3 for Gaussian rows and 1 for constant-magnitude rows."""
+    g = torch.Generator().manual_seed(0)
+    for shape in [(40, 256), (400, 1)]:
+        u = torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1
+        m2, m4 = u.pow(2).mean(1, keepdim=True).numpy(), u.pow(4).mean(1, keepdim=True).numpy()
+        k, se = pooled_kurtosis(m2, m4, 0)
+        assert abs(k + 1.2) < 3 * se and se < 0.1
+    z = torch.randn(200, 512, generator=g, dtype=torch.float64)
+    k, se = pooled_kurtosis(z.pow(2).mean(1, keepdim=True).numpy(), z.pow(4).mean(1, keepdim=True).numpy(), 0)
+    assert abs(k) < 3 * se
+    assert input_ratio(z, False, 512) == pytest.approx(3.0, abs=0.05)
+    assert input_ratio(torch.sign(z), False, 512) == pytest.approx(1.0, abs=1e-12)
+    assert math.isnan(input_ratio(torch.zeros(3, 4, dtype=torch.long), False, 4))

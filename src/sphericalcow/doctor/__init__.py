@@ -130,7 +130,7 @@ def doctor(
         except Exception as e:
             raise SphericalCowError(f"measuring the model failed: {type(e).__name__}: {_one_line(e)}") from None
     x0 = x[0].reshape(-1).numpy() if mm.mlp is not None else None
-    s = summarize(mm, ms, x0, batch=int(x.shape[0]))
+    s = summarize(mm, ms, x0)
     bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules())
     extra = _extras(work.eval() if bn else work, x, mm, data=data, lr=lr, loss=loss, progress=progress)
     layers = _init_rows(mm)

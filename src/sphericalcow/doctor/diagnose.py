@@ -56,7 +56,7 @@ from ..activations import Activation
 from ..errors import SphericalCowError
 from ..measure.stats import mean_ci
 from .model_map import ModelMap
-from .signal import Measurements
+from .signal import Measurements, pooled_kurtosis
 
 __all__ = ["DEPTH_SCALE_FACTOR", "KAPPA_MAX", "KAPPA_TARGET", "DoctorVerdict", "critical_std", "summarize"]
 
@@ -178,23 +178,85 @@ def _layer_nu(la: Any, nu_dom: float | None) -> float | None:
         return nu_dom
 
 
-def _predicted_kurtosis(
-    mm: ModelMap, ms: Measurements, n_eff: dict[str, int], nu_dom: float | None, batch: int | None
-) -> list[float | None]:
-    """Predicted excess kurtosis of each weight layer's output, for a model without a matched MLP.
+def _mean(a: np.ndarray | None, i: int) -> float:
+    """Mean over draws of column i, ignoring NaNs; NaN when there is none."""
+    if a is None:
+        return math.nan
+    col = a[:, i]
+    return float(np.mean(col[np.isfinite(col)])) if np.isfinite(col).any() else math.nan
 
-    Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`; PDLT §5.4). A
-    per-example normalisation (LayerNorm, RMSNorm, GroupNorm) before a layer divides out the carried fluctuation:
-    the layer's output has kurtosis nu_norm / fan_in only
-    (:func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`, with the activation that ran after the norm,
-    or none). Batch norm is not reset: it standardises each unit over the batch, and the fluctuations of the kernel
-    across the batch are carried (measured: 0.21 after the first BatchNorm-ReLU layer of width 64, as
-    nu_batch(B = 16) / 64 = 0.20 predicts, then rising to 0.62 after seven, where the plain accumulation gives 1.6),
-    so the plain accumulation is kept as an upper bound and the measurement grades. A residual block's first weight
-    layer reads the trunk, which is fixed given the block's input, so the branch starts Gaussian; its later layers
-    accumulate kappa_branch (shown with the trunk's carried kurtosis added unless the branch starts with a norm:
-    the branch output's scale follows the trunk's), and the block's output follows :func:`residual_block_kurtosis`
-    with the measured mean gain (c = gain - 1) and log-susceptibility a = mean chi_par / mean gain."""
+
+#: A weight or bias distribution's measured excess kurtosis counts only beyond this many jackknife standard errors
+#: from zero (a Gaussian init then predicts exactly the Gaussian theory instead of its sampling noise).
+KAPPA_W_SIGNIFICANCE = 3.0
+
+
+def _significant(k: float, se: float) -> float:
+    """``k`` if it differs from zero by more than ``KAPPA_W_SIGNIFICANCE`` standard errors, else 0 (NaN stays)."""
+    if not math.isfinite(k) or not math.isfinite(se):
+        return k
+    return k if abs(k) > KAPPA_W_SIGNIFICANCE * se else 0.0
+
+
+def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> float | None:
+    """Single-neuron excess kurtosis that non-Gaussian weights and biases add to weight layer i's output.
+
+    Given the input x, z = sum_j W_j x_j + b with i.i.d. W_j of excess kurtosis kappa_W and a bias of excess kurtosis
+    kappa_b and mean square C_b has fourth cumulant kappa_W E[W^2]^2 sum x^4 + kappa_b C_b^2, so its excess kurtosis is
+
+        (kappa_W (q / fan_in) (K - C_b)^2 + kappa_b C_b^2) / K^2,
+
+    with K = E[z^2] (measured) and q = d sum x^4 / (sum x^2)^2 measured on the layer's input (an embedding's output
+    is one entry of its table: kappa_W). Units are independent given x, so this term is not shared between neurons
+    and does not carry to later layers at leading order (the shared part, the metric's fluctuation, is PDLT's V,
+    computed for Gaussian weights and biases). PyTorch's default uniform init has kappa_W = kappa_b = -6/5: a
+    ReLU-fed layer adds -7.2 / fan_in, about half the +15 / n of the metric, and where the bias dominates K (a
+    too-small weight init) the output tends to the bias's -1.2. kappa_W and kappa_b are pooled over the draws and
+    count only when significant (:data:`KAPPA_W_SIGNIFICANCE`). ``None`` when the weights are not Gaussian and q
+    cannot be measured."""
+    la = mm.layers[i]
+    kw, kw_se = pooled_kurtosis(ms.w_m2, ms.w_m4, i)
+    if not math.isfinite(kw):
+        return 0.0 if ms.w_m2 is None else None
+    kw = _significant(kw, kw_se)
+    if la.kind == "embedding":
+        return kw
+    q = _mean(ms.in_ratio, i) if kw != 0 else 0.0
+    if not math.isfinite(q):
+        return None
+    K = float(np.mean([np.mean(m) for m in ms.kurt_m2[i]]))
+    (kb, kb_se), cb = pooled_kurtosis(ms.b_m2, ms.b_m4, i), _mean(ms.b_m2, i)
+    kb = _significant(kb, kb_se)
+    if not (math.isfinite(kb) and math.isfinite(cb)) or not K > 0:
+        return kw * q / la.fan_in
+    cb = min(cb, K)
+    return (kw * q / la.fan_in * (K - cb) ** 2 + kb * cb * cb) / (K * K)
+
+
+def _predicted_kurtosis(
+    mm: ModelMap, ms: Measurements, n_eff: dict[str, int], nu_dom: float | None, terms: list[float | None]
+) -> list[tuple[float | None, str]]:
+    """Predicted excess kurtosis of each weight layer's output, with its source, for a model without a matched MLP.
+
+    Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`; PDLT §5.4), plus the
+    non-accumulating weight term (:func:`_weight_term`). A per-example normalisation over the units a linear layer
+    reads (LayerNorm, RMSNorm, GroupNorm with one group) divides out the carried fluctuation: that layer's output has
+    kurtosis nu_norm / fan_in only (:func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`, with the
+    activation that ran after the norm, or none; an unidentified one after it gives no prediction). Norms whose
+    statistics are not those of the fan-in (any norm before a convolution, InstanceNorm, GroupNorm with several
+    groups, a norm over several axes) are not modelled: no prediction until a modelled norm resets. Batch norm is not
+    reset: it standardises each unit over the batch, and the fluctuations of the kernel across the batch are carried
+    (measured: 0.21 after the first BatchNorm-ReLU layer of width 64, as nu_batch(B = 16) / 64 = 0.20 predicts, then
+    rising to 0.62 after seven, where the plain accumulation gives 1.6). The plain accumulation is kept there; it is
+    not a bound (in a residual net with batch-normed branches the block recursion's damping can put it below the
+    measurement), and the measurement grades. Attention layers are not modelled (their output mixes positions through
+    a softmax of the inputs): no prediction for them or after them until a modelled norm resets.
+
+    A residual block's first weight layer reads the trunk, which is fixed given the block's input, so the branch
+    starts Gaussian; its later layers accumulate kappa_branch (shown with the trunk's carried kurtosis added unless a
+    modelled norm divided it out: the branch output's scale follows the trunk's), and the block's output follows
+    :func:`residual_block_kurtosis` with the measured mean gain (c = gain - 1) and log-susceptibility
+    a = mean chi_par / mean gain."""
     from ..activations import activation
     from ..theory.finite_width import normalized_kurtosis_slope
 
@@ -203,42 +265,60 @@ def _predicted_kurtosis(
         if b.residual and b.layers:
             for name in b.layers:
                 where[name] = b_i
-    preds: list[float | None] = []
+    plain_src = "leading order: nu / n_eff per layer, norms reset, residual_block_kurtosis, weight kurtosis"
+    out: list[tuple[float | None, str]] = []
     kappa: float | None = 0.0
     trunk: float | None = 0.0
     carry: float | None = 0.0  # the trunk's fluctuation seen inside a branch (shown, not used by the block formula)
-    for la in mm.layers:
+    why = ""
+    for i, la in enumerate(mm.layers):
         b_i = where.get(la.name)
         first = b_i is not None and la.name == mm.blocks[b_i].layers[0]
+        inside = b_i is not None and not first
         if first:
             trunk = kappa
-        if la.norm_in in ("layer", "rms") and not la.first:
+        reset = la.norm_in in ("layer", "rms") and la.kind == "linear" and not la.first
+        if reset:
             act = la.in_act if la.act_after_norm else activation("linear")
             try:
-                kappa = None if act is None else normalized_kurtosis_slope(act, la.norm_in, batch) / la.fan_in
+                kappa = None if act is None or la.unknown_after_norm else normalized_kurtosis_slope(act, la.norm_in)
             except SphericalCowError:
                 kappa = None
-        inside = b_i is not None and not first
-        preds.append(None if inside and (kappa is None or carry is None) else kappa + carry if inside else kappa)
-        if la.readout or la.kind == "embedding":
+            kappa = None if kappa is None else kappa / la.fan_in
+            why = "" if kappa is not None else "no prediction: an unidentified activation after a normalisation"
+            if inside:
+                carry = 0.0
+        elif la.norm_in not in (None, "batch") and not la.first:
+            kappa, why = None, f"no prediction: a normalisation not over a linear layer's fan-in ({la.kind} layer)"
+        if la.kind == "attention":
+            why = "no prediction: attention is not modelled"
+        row = kappa if not inside else (None if kappa is None or carry is None else kappa + carry)
+        term = terms[i]
+        if la.kind == "attention" or row is None or term is None:
+            out.append((None, why or "no prediction (activation outside the universality classes)"))
+        else:
+            out.append((row + term, plain_src))
+        if la.readout:
             continue
         if first:
-            carry = 0.0 if la.norm_in in ("layer", "rms") else kappa
+            carry = 0.0 if reset else kappa
             kappa = 0.0
+        if la.kind == "attention":
+            kappa = None
+            continue
         nu = _layer_nu(la, nu_dom)
         last = b_i is not None and la.name == mm.blocks[b_i].layers[-1]
         if not last:
             kappa = None if kappa is None or nu is None else kappa + nu / n_eff[la.name]
             continue
         gain = float(np.mean(ms.gain[:, b_i]))
-        c = max(gain - 1.0, 0.0)
         ok = np.isfinite(ms.chi_par[:, b_i])
         a = float(np.mean(ms.chi_par[ok, b_i])) / gain if ok.any() and gain > 0 else 1.0
-        if trunk is None or kappa is None:
+        if trunk is None or kappa is None or not (math.isfinite(gain) and math.isfinite(a)):
             kappa = None
         else:
-            kappa = residual_block_kurtosis(trunk, c, a, kappa, n_eff[la.name])
-    return preds
+            kappa = residual_block_kurtosis(trunk, max(gain - 1.0, 0.0), a, kappa, n_eff[la.name])
+    return out
 
 
 def _phase(g: float) -> str:
@@ -263,9 +343,8 @@ def _eff_width(mm: ModelMap, i: int) -> int:
     return la.width
 
 
-def summarize(mm: ModelMap, ms: Measurements, x0: Any, batch: int | None = None) -> dict[str, Any]:
-    """Tables (as row dicts) and the scalar summaries the verdicts use; ``batch``: the example batch size (batch
-    norm's statistics)."""
+def summarize(mm: ModelMap, ms: Measurements, x0: Any) -> dict[str, Any]:
+    """Tables (as row dicts) and the scalar summaries the verdicts use."""
     from ..theory.criticality import chi_parallel, chi_perpendicular
     from ..theory.finite_width import finite_width, universal_kurtosis_slope
 
@@ -315,20 +394,28 @@ def summarize(mm: ModelMap, ms: Measurements, x0: Any, batch: int | None = None)
             cls, nu = universal_kurtosis_slope(dom)
         except SphericalCowError:
             nu = None
-    bn_batch = batch if batch is not None and batch >= 4 else None
-    preds = _predicted_kurtosis(mm, ms, n_eff, nu, bn_batch) if fw is None else [None] * len(mm.layers)
+    terms = [_weight_term(mm, ms, i) for i in range(len(mm.layers))]
+    preds = _predicted_kurtosis(mm, ms, n_eff, nu, terms) if fw is None else None
     kurt_rows = []
     r_before = 0.0
     for i, la in enumerate(mm.layers):
         km, kse = _kurtosis(ms.kurt_m2[i], ms.kurt_m4[i])
-        if fw is not None:
-            pred, src = float(fw.kurtosis[i]), "finite_width (matched MLP)"
-        elif preds[i] is not None:
-            pred, src = preds[i], "leading order: nu / n_eff per layer, norms reset, residual_block_kurtosis"
+        if preds is not None:
+            pred, src = preds[i]
         else:
-            pred, src = None, "no prediction (activation outside the universality classes)"
+            term = terms[i]
+            pred = None if term is None else float(fw.kurtosis[i]) + term
+            src = "finite_width (matched MLP) + weight kurtosis" if term is not None else "no prediction: weights"
         kurt_rows.append(
-            {"layer": la.name, "r": r_before, "kurtosis": km, "kurtosis_se": kse, "predicted": pred, "source": src}
+            {
+                "layer": la.name,
+                "r": r_before,
+                "kurtosis": km,
+                "kurtosis_se": kse,
+                "predicted": pred,
+                "weight_term": terms[i],
+                "source": src,
+            }
         )
         if la in hidden:
             r_before += 1.0 / n_eff[la.name]

@@ -174,6 +174,14 @@ def _weight_param(mod: nn.Module) -> tuple[str, torch.Tensor] | None:
     return None
 
 
+def weight_of(mod: nn.Module) -> torch.Tensor:
+    """The weight tensor the doctor reads for a weight layer (its first floating parameter of dimension >= 2)."""
+    w = _weight_param(mod)
+    if w is None:
+        raise SphericalCowError(f"{type(mod).__name__} has no weight matrix")
+    return w[1]
+
+
 def _kind(mod: nn.Module) -> str:
     if isinstance(mod, _CONV):
         return "conv"
@@ -221,11 +229,14 @@ class Layer:
     unknown_act: str | None = None
     readout: bool = False
     out_unknown: str | None = None
-    #: The kind ("layer", "rms" or "batch"; :func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`) of a
-    #: normalisation that ran between the previous weight layer and this one, else ``None``; ``act_after_norm``: an
-    #: activation ran after it (the layer reads phi(Norm(z))) rather than before it or not at all (Norm(...)).
+    #: The kind ("layer", "rms", "batch" as in :func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`,
+    #: or "other"; :func:`_norm_kind`) of a normalisation that ran between the previous weight layer and this one,
+    #: else ``None``; ``act_after_norm``: an activation ran after it (the layer reads phi(Norm(z))) rather than before
+    #: it or not at all (Norm(...)).
     norm_in: str | None = None
     act_after_norm: bool = False
+    #: a nonlinearity outside the registry ran after that normalisation (the layer reads f(Norm(z)) with f unknown)
+    unknown_after_norm: bool = False
 
     @property
     def init_act(self) -> Activation | None:
@@ -389,13 +400,28 @@ def select_output(out: Any) -> tuple[Any, str | None]:
 
 
 def _norm_kind(mod: nn.Module) -> str:
-    """ "batch" for batch norm (standardises each unit over the batch), "rms" for RMSNorm, else "layer" (centres and
-    scales over the units of one example: LayerNorm, GroupNorm, InstanceNorm)."""
+    """ "batch" for batch norm (standardises each unit over the batch); "rms" for RMSNorm; "layer" for LayerNorm and
+    GroupNorm with one group (centre and scale over the units of one example); else "other" (InstanceNorm, GroupNorm
+    with several groups: statistics over parts of an example). :func:`map_model` also labels "other" a layer or RMS
+    norm whose statistic does not cover exactly the fan-in of the linear layer that reads it."""
     if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
         return "batch"
+    if isinstance(mod, nn.GroupNorm):
+        return "layer" if mod.num_groups == 1 else "other"
     if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
         return "rms"
-    return "layer"
+    return "layer" if isinstance(mod, nn.LayerNorm) else "other"
+
+
+def _norm_size(mod: nn.Module, out: Any) -> int | None:
+    """How many units one normalisation statistic covers: prod(normalized_shape) for LayerNorm/RMSNorm, the
+    per-example size of the output for GroupNorm with one group; ``None`` otherwise."""
+    shape = getattr(mod, "normalized_shape", None)
+    if shape is not None:
+        return int(math.prod(shape))
+    if isinstance(mod, nn.GroupNorm) and mod.num_groups == 1 and isinstance(out, torch.Tensor) and out.dim() >= 1:
+        return int(out[0].numel())
+    return None
 
 
 def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
@@ -409,13 +435,15 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
     unknown_seen: list[str] = []
     leaves_ok = True
     norm_in: str | None = None
-    act_after_norm = False
+    norm_size: int | None = None
+    act_after_norm = unknown_after_norm = False
     for kind_ev, item in events:
         if kind_ev == "function":
             if isinstance(item, str):
                 if layers and layers[-1].out_act is None and layers[-1].out_unknown is None:
                     layers[-1].out_unknown = item
                 unknown, last_act, leaves_ok = item, None, False
+                unknown_after_norm = unknown_after_norm or norm_in is not None
                 unknown_seen.append(item)
                 continue
             acts_seen.append(item.spec)
@@ -433,11 +461,13 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
             last_act, unknown, act_after_norm = act, None, norm_in
             continue
         if isinstance(mod, _NORM):
-            norm_in, act_after_norm = _norm_kind(mod), False
+            norm_in, act_after_norm, unknown_after_norm = _norm_kind(mod), False, False
+            norm_size = _norm_size(mod, outputs.get(name))
         if isinstance(mod, _UNKNOWN_ACT_MODULES):
             if layers and layers[-1].out_act is None and layers[-1].out_unknown is None:
                 layers[-1].out_unknown = type(mod).__name__
             unknown, last_act, leaves_ok = type(mod).__name__, None, False
+            unknown_after_norm = unknown_after_norm or norm_in is not None
             unknown_seen.append(type(mod).__name__)
             continue
         w = _weight_param(mod)
@@ -455,9 +485,11 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
         cw = float(fan_in * (w[1].detach().double() * ws).pow(2).mean())
         cb = float((bias.detach().double() * bs).pow(2).mean()) if isinstance(bias, torch.Tensor) else 0.0
         la = Layer(name, kind, fan_in, width, cw, cb, ws, bs, in_act=last_act, calls=calls[name], unknown_act=unknown)
-        la.norm_in, la.act_after_norm = norm_in, act_after_norm
+        if norm_in in ("layer", "rms") and (kind != "linear" or norm_size != fan_in):
+            norm_in = "other"  # normalised over other units than this layer's fan-in
+        la.norm_in, la.act_after_norm, la.unknown_after_norm = norm_in, act_after_norm, unknown_after_norm
         layers.append(la)
-        last_act, unknown, norm_in, act_after_norm = None, None, None, False
+        last_act, unknown, norm_in, act_after_norm, unknown_after_norm = None, None, None, False, False
         if kind not in ("linear",) or calls[name] != 1:
             leaves_ok = False
     # functional activations of transformer layers (fallback if the call was not recorded): between linear1, linear2

@@ -192,10 +192,11 @@ class DoctorReport:
             ),
             Table(
                 "kurtosis",
-                ["layer", "r", "kurtosis", "kurtosis_se", "predicted", "source"],
+                ["layer", "r", "kurtosis", "kurtosis_se", "predicted", "weight_term", "source"],
                 s["kurtosis"],
                 "Excess kurtosis of a unit's preactivation over the ensemble (jackknife SE) vs the leading-order "
-                "prediction; r = sum of 1/width before the layer.",
+                "prediction; r = sum of 1/width before the layer; weight_term = the part of the prediction due to "
+                "non-Gaussian weights and biases (PyTorch's default uniform init), included in predicted.",
             ),
         ]
         if "ntk_contributions" in self.extra:

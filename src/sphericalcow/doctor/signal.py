@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import SphericalCowError
-from .model_map import ModelMap, select_output
+from .model_map import ModelMap, select_output, weight_of
 
 __all__ = ["Measurements", "draw_models", "measure"]
 
@@ -192,6 +192,58 @@ class Measurements:
     n_draws: int
     output_scale: float
     notes: list[str] = field(default_factory=list)
+    #: (draws, layers): mean(w^2) and mean(w^4) of each weight layer's weight entries (their excess kurtosis, pooled
+    #: over draws, is 0 for a Gaussian init and -1.2 for PyTorch's default uniform one)
+    w_m2: np.ndarray | None = None
+    w_m4: np.ndarray | None = None
+    #: (draws, layers): the input's moment ratio q = d * sum x^4 / (sum x^2)^2 per example (d entries; the unfolded
+    #: patch is approximated by the whole example for a convolution), NaN for integer inputs (embeddings)
+    in_ratio: np.ndarray | None = None
+    #: (draws, layers): the same moments of each weight layer's effective bias entries (NaN: no bias)
+    b_m2: np.ndarray | None = None
+    b_m4: np.ndarray | None = None
+
+
+def pooled_kurtosis(m2: np.ndarray | None, m4: np.ndarray | None, i: int) -> tuple[float, float]:
+    """Excess kurtosis about zero from per-draw moments of column i, pooled over draws (a bias of one entry per draw
+    has a kurtosis only across draws), mean(m4) / mean(m2)^2 - 3, and its jackknife standard error over draws;
+    NaNs without data or when all entries are zero."""
+    if m2 is None or m4 is None:
+        return math.nan, math.nan
+    ok = np.isfinite(m2[:, i]) & np.isfinite(m4[:, i])
+    a2, a4 = m2[ok, i], m4[ok, i]
+    n = len(a2)
+    if n == 0 or not a2.mean() > 0:
+        return math.nan, math.nan
+    k = float(a4.mean() / a2.mean() ** 2 - 3.0)
+    if n < 3:
+        return k, math.nan
+    s2, s4 = a2.sum(), a4.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jk = ((s4 - a4) / (n - 1)) / ((s2 - a2) / (n - 1)) ** 2 - 3.0
+    return k, float(math.sqrt((n - 1) / n * np.sum((jk - jk.mean()) ** 2)))
+
+
+def _moments(t: torch.Tensor | None) -> tuple[float, float]:
+    if t is None:
+        return math.nan, math.nan
+    t2 = t.detach().double().pow(2)
+    return float(t2.mean()), float(t2.pow(2).mean())
+
+
+def input_ratio(x: torch.Tensor | None, is_conv: bool, fan_in: int) -> float:
+    """q = d * sum x^4 / (sum x^2)^2 averaged over rows: the feature vectors (last axis, d = fan_in) of a linear
+    layer's input, or whole examples (d = their size) for a convolution; NaN for non-float inputs."""
+    if x is None or not x.is_floating_point() or x.numel() == 0:
+        return float("nan")
+    x = x.detach().double()
+    rows = x.reshape(x.shape[0], -1) if is_conv or x.shape[-1] != fan_in else x.reshape(-1, fan_in)
+    s2 = rows.pow(2).sum(dim=1)
+    ok = s2 > 0
+    if not bool(ok.any()):
+        return float("nan")
+    q = rows.shape[1] * rows.pow(4).sum(dim=1)[ok] / s2[ok].pow(2)
+    return float(q.mean())
 
 
 def _feature_dim(z: torch.Tensor, is_conv: bool) -> int:
@@ -245,8 +297,21 @@ def measure(
     pairs = [(a, a + 1) for a in range(0, n_ex - 1, 2)]
     out_scale = float("nan")
     kmap = [len(probes) + i for i in range(len(kprobes))]
+    iprobes = [(la.name, "in") for la in mm.layers]
+    imap = [len(probes) + len(kprobes) + i for i in range(len(iprobes))]
+    wk: list[list[tuple[float, float]]] = []
+    bk: list[list[tuple[float, float]]] = []
+    qin: list[list[float]] = []
     for d, m in enumerate(draw_models(model, n_init, factory=factory, seed=seed)):
-        allz, out = run_probes(m, x, probes + kprobes)
+        allz, out = run_probes(m, x, probes + kprobes + iprobes)
+        mods = dict(m.named_modules())
+        wk.append([_moments(weight_of(mods[la.name])) for la in mm.layers])
+        bk_row: list[tuple[float, float]] = []
+        for la in mm.layers:
+            b = getattr(mods[la.name], "bias", None)
+            bk_row.append(_moments(b * la.b_scale if isinstance(b, torch.Tensor) else None))
+        bk.append(bk_row)
+        qin.append([input_ratio(allz[k], la.kind == "conv", la.fan_in) for k, la in zip(imap, mm.layers, strict=True)])
         zs, kz = allz[: len(probes)], [allz[i] for i in kmap]
         _check_finite(out, "the model itself" if d == 0 else f"random draw {d}")
         if d == 0:
@@ -312,6 +377,11 @@ def measure(
         n_draws=len(K),
         output_scale=out_scale,
         notes=notes,
+        w_m2=np.array(wk).reshape(len(K), len(mm.layers), 2)[:, :, 0],
+        w_m4=np.array(wk).reshape(len(K), len(mm.layers), 2)[:, :, 1],
+        in_ratio=np.array(qin).reshape(len(K), len(mm.layers)),
+        b_m2=np.array(bk).reshape(len(K), len(mm.layers), 2)[:, :, 0],
+        b_m4=np.array(bk).reshape(len(K), len(mm.layers), 2)[:, :, 1],
     )
 
 
