@@ -34,8 +34,9 @@ from torch import nn
 
 import doctor_models as dm
 from sphericalcow.doctor import DoctorReport, doctor, doctor_fix, fix_plan, fixed_factory
+from sphericalcow.doctor.diagnose import _row_dependence
 from sphericalcow.doctor.model_map import map_model
-from sphericalcow.doctor.signal import _grad_norms, input_ratio, pooled_kurtosis
+from sphericalcow.doctor.signal import _grad_norms, input_sums, pooled_kurtosis, row_moments
 from sphericalcow.errors import SphericalCowError
 from sphericalcow.measure.ntk import empirical_ntk
 from sphericalcow.theory.criticality import chi_parallel, chi_perpendicular
@@ -635,11 +636,12 @@ def test_doctor_kurtosis_with_uniform_weights_embeddings_and_attention(case):
     """100 draws; every predicted row except the one-unit readout (whose sample kurtosis is too skewed to grade at
     this size) within 3.5 SE. PyTorch's default init (uniform weights and biases, kappa = -1.2): the weight term
     kappa_W q / fan_in (-7.2/64 after a ReLU) and, as the too-small init (C_W = 1/3) lets the bias dominate, the
-    bias term -> -1.2 (C_b / K)^2: measured -0.20, 0.07, -0.13, -0.52, -0.78, ... vs -0.19, 0.05, -0.12, -0.56,
-    -0.77, ...; the Gaussian-weight prediction alone (-0.08 at depth) is rejected. Embedding (N(0, 1) table): its
+    bias term -> -1.2 (C_b / K)^2: measured -0.20, 0.07, -0.13, -0.52, -0.78, ... vs -0.18, 0.04, -0.18, -0.57,
+    -0.78, ...; the Gaussian-weight prediction alone (-0.08 at depth) is rejected. Embedding (N(0, 1) table): its
     output Gaussian, then 6/64 and 6/64 + 15/64 (measured 0.10, 0.39 +- 0.04 vs 0.094, 0.33). Post-norm transformer:
     attention rows have no prediction; linear1 reads LayerNorm (kurtosis reset inside the block) through uniform
-    weights: -1.2 x 3/64 = -0.056 (measured -0.051 +- 0.008); linear2 adds 15/128 - 7.2/128 (0.063 vs 0.074)."""
+    weights: -1.2 x 3/64 = -0.056 (measured -0.051 +- 0.008); linear2 adds 15/128 - 7.2/128 (0.055 vs
+    0.079 +- 0.016)."""
     factory, inputs = KURTOSIS_CASES[case]
     torch.manual_seed(0)
     rep = doctor(factory(), inputs(torch.Generator().manual_seed(3)), factory=factory, n_init=100)
@@ -706,16 +708,163 @@ def test_doctor_predicts_no_kurtosis_where_a_norm_or_activation_is_not_modelled(
 
 def test_weight_kurtosis_helpers():
     """Pooled kurtosis of uniform entries is -6/5 within its jackknife SE, also for one entry per draw (a readout's
-    bias); a Gaussian's is 0; the input ratio q is 3 for Gaussian rows and 1 for constant-magnitude rows."""
+    bias); a Gaussian's is 0. Row moments: E[w_j^2 w_k^2] = E[w^2]^2 for i.i.d. rows, r^4 / (d (d + 2)) for
+    orthogonal ones. Input sums per unit equal the explicit patch sums, zero and reflection padding and channel groups
+    included."""
     g = torch.Generator().manual_seed(0)
     for shape in [(40, 256), (400, 1)]:
         u = torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1
-        m2, m4 = u.pow(2).mean(1, keepdim=True).numpy(), u.pow(4).mean(1, keepdim=True).numpy()
-        k, se = pooled_kurtosis(m2, m4, 0)
-        assert abs(k + 1.2) < 3 * se and se < 0.1
+        k, se = pooled_kurtosis(row_moments(u), per_sample=shape[1])
+        assert abs(k + 1.2) < 0.1 and se == pytest.approx(math.sqrt(24 / u.numel()))
     z = torch.randn(200, 512, generator=g, dtype=torch.float64)
-    k, se = pooled_kurtosis(z.pow(2).mean(1, keepdim=True).numpy(), z.pow(4).mean(1, keepdim=True).numpy(), 0)
+    k, se = pooled_kurtosis(row_moments(z), per_sample=512)
     assert abs(k) < 3 * se
-    assert input_ratio(z, False, 512) == pytest.approx(3.0, abs=0.05)
-    assert input_ratio(torch.sign(z), False, 512) == pytest.approx(1.0, abs=1e-12)
-    assert math.isnan(input_ratio(torch.zeros(3, 4, dtype=torch.long), False, 4))
+    d22, d22_se = _row_dependence(row_moments(z), 512, k)
+    assert abs(d22) < 3 * d22_se
+    q = torch.linalg.qr(torch.randn(40, 64, 64, generator=g, dtype=torch.float64))[0].reshape(-1, 64) * 2.0  # norm 2
+    rows = row_moments(q)
+    assert rows[:, 2].mean() == pytest.approx(16 / (64 * 66), rel=0.003)  # sampling error ~0.05%
+    d22, d22_se = _row_dependence(rows, 64, pooled_kurtosis(rows, 64)[0])
+    assert d22 == pytest.approx(-2 / 66, rel=0.02) and abs(d22) > 20 * d22_se
+    assert np.isnan(row_moments(z[:, :1])[:, 2]).all() and math.isnan(_row_dependence(row_moments(z[:, :1]), 1, 0)[0])
+    assert math.isnan(pooled_kurtosis(np.zeros((5, 2)))[0])
+    lin = nn.Linear(8, 3).double()
+    x = torch.randn(5, 2, 8, generator=g, dtype=torch.float64)
+    s2, s4, s22 = input_sums(x, lin, "linear", 4)
+    rows = x[:4].reshape(-1, 8)
+    assert np.allclose(s4, rows.pow(4).sum(1).numpy()) and np.allclose(s22, rows.pow(2).sum(1).pow(2).numpy())
+    assert np.allclose(s2, rows.pow(2).sum(1).numpy())
+    assert input_sums(torch.zeros(3, 8, dtype=torch.long), lin, "linear", 4) is None
+    x = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
+    for conv in [nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, (3, 2), stride=2, groups=2, padding=1),
+                 nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect")]:
+        conv = conv.double()
+        s2, s4, s22 = input_sums(x, conv, "conv", 2)
+        xp = x[:2]
+        if conv.padding_mode == "reflect":
+            xp = torch.nn.functional.pad(xp, (1, 1, 1, 1), mode="reflect")
+            pad = 0
+        else:
+            pad = conv.padding
+        G = conv.groups
+        patches = [
+            torch.nn.functional.unfold(xp[:, c * 4 // G : (c + 1) * 4 // G], conv.kernel_size, padding=pad,
+                                       stride=conv.stride)
+            for c in range(G)
+        ]  # (2, C/G * k, positions) per group
+        e4 = torch.stack([p.pow(4).sum(1) for p in patches]).mean(0).reshape(-1)
+        e22 = torch.stack([p.pow(2).sum(1).pow(2) for p in patches]).mean(0).reshape(-1)
+        e2 = torch.stack([p.pow(2).sum(1) for p in patches]).mean(0).reshape(-1)
+        assert np.allclose(s4, e4.numpy()) and np.allclose(s22, e22.numpy()) and np.allclose(s2, e2.numpy())
+    assert input_sums(x, nn.ConvTranspose2d(4, 6, 3).double(), "conv", 2) is None
+
+
+def _first_layer_exact(x: torch.Tensor, layer: nn.Module, kw: float, kb: float, n_graded: int = 4) -> float:
+    """Exact excess kurtosis (about zero) of a first layer's unit at a fixed input, averaged over the graded examples
+    and positions: (kw s2^2 S4 + kb C_b^2) / (s2 S2 + C_b)^2 with the init's s2 = Var w and C_b = Var b (0 without a
+    bias) and the entries' excess kurtosis kw, kb (-6/5 uniform, 0 Gaussian)."""
+    x = x[:n_graded].double()
+    if isinstance(layer, nn.Conv2d):
+        p = torch.nn.functional.unfold(x, layer.kernel_size, padding=layer.padding, stride=layer.stride)
+        s2, s4 = p.pow(2).sum(1).reshape(-1), p.pow(4).sum(1).reshape(-1)
+    else:
+        s2, s4 = x.pow(2).sum(-1).reshape(-1), x.pow(4).sum(-1).reshape(-1)
+    w = layer.weight.detach().double()
+    fan_in = w[0].numel()
+    v = 1.0 / (3 * fan_in) if kw != 0 else float(w.pow(2).mean())  # uniform: PyTorch's kaiming_uniform_(a = sqrt 5)
+    cb = 0.0 if layer.bias is None else 1.0 / (3 * fan_in) if kb != 0 else float(layer.bias.detach().pow(2).mean())
+    return float(((kw * v * v * s4 + kb * cb * cb) / (v * s2 + cb) ** 2).mean())
+
+
+def _first_layer_case(kind: str) -> tuple[Callable[[], nn.Module], torch.Tensor, float, float]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 16, generator=g) * torch.linspace(0.2, 2.0, 16)  # examples of different S4 / S2^2
+    if kind == "conv_padded":
+        def f():
+            return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 6 * 6, 1))
+        return f, torch.randn(8, 3, 6, 6, generator=g), -1.2, -1.2
+    if kind == "no_bias":
+        return (lambda: nn.Sequential(nn.Linear(16, 64, bias=False), nn.ReLU(), nn.Linear(64, 1))), x, -1.2, 0.0
+
+    def gauss_w_uniform_b():  # Gaussian weights of He scale, the default uniform bias: only the bias term
+        m = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 1))
+        nn.init.normal_(m[0].weight, std=0.1)
+        return m
+
+    if kind == "gauss_w_uniform_b":
+        return gauss_w_uniform_b, x * 0.3, 0.0, -1.2
+    return (lambda: nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 1))), x, -1.2, -1.2
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv_padded", "no_bias", "gauss_w_uniform_b"])
+def test_first_layer_weight_term_against_its_closed_form(kind):
+    """The first layer reads a fixed input, so its unit's kurtosis is exactly the weight-and-bias term. Measured and
+    predicted agree with the closed form on the examples and positions that are measured; the prediction used to
+    average q over all examples (-0.185 vs exact -0.236 for "linear") and to read a padded conv's border patch as whole
+    (-0.129 vs -0.150)."""
+    factory, x, kw, kb = _first_layer_case(kind)
+    torch.manual_seed(0)
+    model = factory()
+    rep = doctor(model, x, factory=factory, n_init=300)
+    row = rep.summary["kurtosis"][0]
+    exact = _first_layer_exact(x, model[0], kw, kb)
+    assert abs(row["kurtosis"] - exact) < 3 * row["kurtosis_se"], (row, exact)
+    assert row["predicted"] == pytest.approx(exact, rel=0.06), (row, exact)
+    assert row["predicted"] == row["weight_term"]
+
+
+def _orthogonal_mlp(gain_init: Callable[[torch.Tensor], None]) -> nn.Module:
+    m = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+    for layer in (m[0], m[2]):
+        gain_init(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return m
+
+
+def test_dependent_weight_rows_zero_weights_and_embedding_bags():
+    """Orthogonal rows (fixed norm, uniformly rotated): the first layer's unit has excess kurtosis -6 / (d + 2) given
+    the input (measured -0.19 +- 0.03 vs -0.176); the metric fluctuation downstream is not PDLT's (an orthogonal map
+    keeps |x|), so later rows get no prediction, while He-normal rows of the same net keep theirs. A zero readout
+    outputs its bias: the carried kurtosis does not reach it (bias dilution ((K - C_b)/K)^2 = 0), only the bias's
+    own. A default-init EmbeddingBag (mean of several N(0, 1) entries is Gaussian) is predicted, a uniform one not."""
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(2))
+
+    def orth():
+        return _orthogonal_mlp(lambda w: nn.init.orthogonal_(w, gain=math.sqrt(2)))
+
+    def he():
+        return _orthogonal_mlp(lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+
+    torch.manual_seed(0)
+    rows = doctor(orth(), x, factory=orth, n_init=150).summary["kurtosis"]
+    assert rows[0]["predicted"] == pytest.approx(-6 / 34, rel=0.1)
+    assert abs(rows[0]["kurtosis"] - rows[0]["predicted"]) < 3 * rows[0]["kurtosis_se"]
+    assert all(r["predicted"] is None and "dependent entries" in r["source"] for r in rows[1:])
+    rows = doctor(he(), x, factory=he, n_init=40).summary["kurtosis"]
+    assert all(r["predicted"] is not None for r in rows)
+    assert [r["weight_term"] == 0.0 for r in rows] == [True, True, False]  # the readout has PyTorch's uniform init
+
+    def zero_readout():
+        m = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+        nn.init.zeros_(m[4].weight)
+        return m
+
+    rows = doctor(zero_readout(), x[:, :16], factory=zero_readout, n_init=400).summary["kurtosis"]
+    assert rows[-1]["predicted"] == rows[-1]["weight_term"] < -0.5  # 400 biases: -1.2 is 4.9 null SE from Gaussian
+
+    class Bag(nn.Module):
+        def __init__(self, uniform: bool) -> None:
+            super().__init__()
+            self.bag, self.fc = nn.EmbeddingBag(40, 32), nn.Linear(32, 1)
+            if uniform:
+                nn.init.uniform_(self.bag.weight, -1.0, 1.0)
+
+        def forward(self, t):
+            return self.fc(torch.relu(self.bag(t)))
+
+    t = torch.randint(0, 40, (8, 5), generator=torch.Generator().manual_seed(3))
+    for uniform in (False, True):
+        rows = doctor(Bag(uniform), t, factory=lambda u=uniform: Bag(u), n_init=40).summary["kurtosis"]
+        assert (rows[0]["predicted"] is None) == uniform
+        if uniform:
+            assert "embedding bag" in rows[0]["source"]

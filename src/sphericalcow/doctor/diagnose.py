@@ -186,60 +186,138 @@ def _mean(a: np.ndarray | None, i: int) -> float:
     return float(np.mean(col[np.isfinite(col)])) if np.isfinite(col).any() else math.nan
 
 
-#: A weight or bias distribution's measured excess kurtosis counts only beyond this many jackknife standard errors
-#: from zero (a Gaussian init then predicts exactly the Gaussian theory instead of its sampling noise).
-KAPPA_W_SIGNIFICANCE = 3.0
+#: A weight or bias distribution counts as non-Gaussian when its excess kurtosis differs from zero by more than this
+#: many standard errors of the Gaussian null (:func:`~sphericalcow.doctor.signal.pooled_kurtosis`): a Gaussian init
+#: then predicts exactly the Gaussian theory rather than its sampling noise (false alarms <= 0.2% per layer, measured
+#: for 12-800 rows), while PyTorch's uniform init (-1.2) is detected from about 270 entries on.
+KAPPA_W_SIGNIFICANCE = 4.0
+#: Weight rows count as dependent (:func:`_row_dependence`) beyond this many null standard errors: the consequence,
+#: no prediction downstream, is heavier (false alarms <= 0.03% per layer, measured).
+DEPENDENCE_SIGNIFICANCE = 5.0
 
 
-def _significant(k: float, se: float) -> float:
-    """``k`` if it differs from zero by more than ``KAPPA_W_SIGNIFICANCE`` standard errors, else 0 (NaN stays)."""
+def _significant(k: float, se: float, level: float = KAPPA_W_SIGNIFICANCE) -> float:
+    """``k`` if it differs from zero by more than ``level`` standard errors, else 0 (NaN stays)."""
     if not math.isfinite(k) or not math.isfinite(se):
         return k
-    return k if abs(k) > KAPPA_W_SIGNIFICANCE * se else 0.0
+    return k if abs(k) > level * se else 0.0
 
 
-def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> float | None:
+def _row_dependence(rows: np.ndarray, d: int, kappa: float) -> tuple[float, float]:
+    """d22 = E[w_j^2 w_k^2] / E[w^2]^2 - 1 over the rows (j != k in one row; 0 for i.i.d. entries, -2 / (d + 2) for an
+    orthogonal row) and its standard error under the i.i.d. null, (2 + kappa) sqrt(2 / (d (d - 1) N)) for N rows of
+    d entries of excess kurtosis kappa (our derivation: with a_j = w_j^2 / E[w^2] - 1, the estimator minus twice the
+    relative mean square is the degenerate U-statistic 2 sum_{j<k} a_j a_k / (d (d - 1)), whose linear parts cancel).
+    (NaN, NaN) for a fan-in of one (no pairs)."""
+    n = rows.shape[0]
+    if d < 2 or n == 0 or not np.isfinite(rows[:, 2]).all():
+        return math.nan, math.nan
+    d22 = float(rows[:, 2].mean() / rows[:, 0].mean() ** 2 - 1.0)
+    return d22, max(2.0 + kappa, 0.0) * math.sqrt(2.0 / (d * (d - 1) * n))
+
+
+_NOT_IID = "no prediction: an earlier layer's weight rows have dependent entries (e.g. orthogonal init)"
+
+
+@dataclass
+class WeightTerm:
+    """:func:`_weight_term`'s result: ``value`` (``None``: not predicted, ``why``), and ``iid``: False where the
+    entries of a weight row are measurably dependent (the metric's fluctuation downstream is then not modelled)."""
+
+    value: float | None
+    why: str = ""
+    iid: bool = True
+
+
+def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
     """Single-neuron excess kurtosis that non-Gaussian weights and biases add to weight layer i's output.
 
-    Given the input x, z = sum_j W_j x_j + b with i.i.d. W_j of excess kurtosis kappa_W and a bias of excess kurtosis
-    kappa_b and mean square C_b has fourth cumulant kappa_W E[W^2]^2 sum x^4 + kappa_b C_b^2, so its excess kurtosis is
+    Given the layer's input x, the units z = w . x + b are independent, so the excess kurtosis of a unit splits
+    exactly into E_x[cum_4(z | x)] / K^2 plus the fluctuation of the metric E[z^2 | x] across draws (PDLT's V,
+    computed for Gaussian weights). For a row w with exchangeable, sign-symmetric entries (i.i.d., or e.g. a uniformly
+    rotated row as in orthogonal init), E[w^2] = s2, E[w^4] = m4, E[w_j^2 w_k^2] = m22 (j != k), and an independent
+    bias of excess kurtosis kappa_b and mean square C_b, expanding E[(w . x)^4] gives (our derivation, cumulant
+    additivity)
 
-        (kappa_W (q / fan_in) (K - C_b)^2 + kappa_b C_b^2) / K^2,
+        cum_4(z | x) = (m4 - 3 m22) S4 + 3 (m22 - s2^2) S22 + kappa_b C_b^2,   S4 = sum_j x_j^4, S22 = (sum_j x_j^2)^2,
 
-    with K = E[z^2] (measured) and q = d sum x^4 / (sum x^2)^2 measured on the layer's input (an embedding's output
-    is one entry of its table: kappa_W). Units are independent given x, so this term is not shared between neurons
-    and does not carry to later layers at leading order (the shared part, the metric's fluctuation, is PDLT's V,
-    computed for Gaussian weights and biases). PyTorch's default uniform init has kappa_W = kappa_b = -6/5: a
-    ReLU-fed layer adds -7.2 / fan_in, about half the +15 / n of the metric, and where the bias dominates K (a
-    too-small weight init) the output tends to the bias's -1.2. kappa_W and kappa_b are pooled over the draws and
-    count only when significant (:data:`KAPPA_W_SIGNIFICANCE`). ``None`` when the weights are not Gaussian and q
-    cannot be measured."""
+    summed over the inputs feeding the unit (a convolution's patch, padding included). For i.i.d. entries m22 = s2^2
+    and the first term is kappa_W s2^2 S4; for an orthogonal row (fixed norm) m4 = 3 m22 and the second term gives
+    -6 / (d + 2). The weight and bias moments are pooled over draws (the population's); S2, S4 and S22 are averaged
+    over the draws at each unit group (example, position), the cumulant divided by that group's K^2 with
+    K = s2 S2 + C_b (the expectation of the measured second moment, without its sampling noise), then averaged over
+    the groups exactly as the measured kurtosis is. An embedding's output is one entry of its table: kappa_W. PyTorch's
+    default uniform init has kappa_W = kappa_b = -6/5: a ReLU-fed linear layer adds about -7.2 / fan_in, half the
+    +15 / n of the metric, and where the bias dominates K (too small a weight init) the output tends to the bias's
+    -1.2.
+
+    kappa_W and kappa_b count only where a Gaussian is rejected (:data:`KAPPA_W_SIGNIFICANCE` null standard errors),
+    so a Gaussian init predicts the Gaussian theory exactly. The term does not carry: the next layer's metric sees it
+    at O(1/n^2) only while it is O(1/n); a bias-dominated unit is O(1) non-Gaussian, which changes the next layer's
+    nu at O(1) (not modelled; small in the ordered layers where it happens, since their fluctuating part is small).
+    Dependent row entries (m22 != s2^2 beyond :data:`DEPENDENCE_SIGNIFICANCE`, :func:`_row_dependence`) set ``iid``
+    False: PDLT's V assumes i.i.d. weights (an orthogonal linear map does not fluctuate the metric at all), so nothing
+    downstream is predicted. ``None`` where the inputs feeding a unit cannot be summed (transposed convolutions,
+    attention, other layers) and the weights are not Gaussian, or for an embedding bag (it sums several entries)."""
     la = mm.layers[i]
-    kw, kw_se = pooled_kurtosis(ms.w_m2, ms.w_m4, i)
-    if not math.isfinite(kw):
-        return 0.0 if ms.w_m2 is None else None
-    kw = _significant(kw, kw_se)
+    rows = ms.w_rows[i] if ms.w_rows is not None else None
+    if rows is None or rows.shape[0] == 0:
+        return WeightTerm(0.0)
+    bias = ms.b_entries[i] if ms.b_entries is not None else None
+    kb = _significant(*pooled_kurtosis(bias))
+    cb = float(bias[:, 0].mean()) if bias is not None else 0.0
+    bias4 = kb * cb * cb if math.isfinite(kb) else 0.0
+    s2 = float(rows[:, 0].mean())
+    d = la.width if la.kind == "embedding" else la.fan_in  # entries per row
+    kw_raw, kw_se = pooled_kurtosis(rows, per_sample=d) if s2 > 0 else (0.0, math.nan)
+    kw = _significant(kw_raw, kw_se)
     if la.kind == "embedding":
-        return kw
-    q = _mean(ms.in_ratio, i) if kw != 0 else 0.0
-    if not math.isfinite(q):
-        return None
+        if la.module_type == "EmbeddingBag" and kw != 0:
+            return WeightTerm(None, "no prediction: an embedding bag's output sums several non-Gaussian entries")
+        return WeightTerm(0.0 if la.module_type == "EmbeddingBag" else kw)
+    d22, d22_se = _row_dependence(rows, d, kw_raw) if s2 > 0 else (math.nan, math.nan)
+    d22 = _significant(d22, d22_se, DEPENDENCE_SIGNIFICANCE) if math.isfinite(d22) else 0.0
+    iid = d22 == 0
+    if not iid:
+        kw = kw_raw  # m4 - 3 m22 below needs the entries' kurtosis as measured (~ 3 d22 for an orthogonal row)
+    sums = [None if a is None else a[i] for a in (ms.in_s2, ms.in_s4, ms.in_s22)]
+    S2, S4, S22 = [None if a is None else np.mean(a, axis=0) for a in sums]
+    if S2 is not None:
+        K = s2 * S2 + cb  # E[z^2] per group: the expectation the measured kurtosis divides by, without its noise
+    else:
+        K = np.array([float(np.mean([np.mean(m) for m in ms.kurt_m2[i]]))])
+    ok = K > 0
+    if not ok.any():
+        return WeightTerm(None, "no prediction: the layer's output is zero")
+    if kw == 0 and d22 == 0:
+        return WeightTerm(float(np.mean(bias4 / K[ok] ** 2)), "", iid)
+    if S4 is None or S22 is None:
+        return WeightTerm(None, f"no prediction: non-Gaussian weights in a {la.kind} layer ({la.module_type})", iid)
+    # m4 - 3 m22 = s2^2 (kappa - 3 d22); 3 (m22 - s2^2) = 3 s2^2 d22
+    w4 = s2 * s2 * ((kw - 3.0 * d22) * S4 + 3.0 * d22 * S22)
+    return WeightTerm(float(np.mean((w4[ok] + bias4) / K[ok] ** 2)), "", iid)
+
+
+def _bias_dilution(ms: Measurements, i: int) -> float:
+    """((K - C_b) / K)^2 for weight layer i (K = E[z^2] measured, C_b the mean square of its effective bias): the
+    metric's fluctuation reaches z = W x + b only through the weight part, Var(E[z^2 | x]) = Var(s2 |x|^2), so the
+    input's carried excess kurtosis is multiplied by it (PDLT's recursion has it through K = C_b + C_W <sigma^2>)."""
     K = float(np.mean([np.mean(m) for m in ms.kurt_m2[i]]))
-    (kb, kb_se), cb = pooled_kurtosis(ms.b_m2, ms.b_m4, i), _mean(ms.b_m2, i)
-    kb = _significant(kb, kb_se)
-    if not (math.isfinite(kb) and math.isfinite(cb)) or not K > 0:
-        return kw * q / la.fan_in
-    cb = min(cb, K)
-    return (kw * q / la.fan_in * (K - cb) ** 2 + kb * cb * cb) / (K * K)
+    bias = ms.b_entries[i] if ms.b_entries is not None else None
+    if bias is None or not K > 0:
+        return 1.0
+    cb = float(bias[:, 0].mean())
+    return ((K - min(cb, K)) / K) ** 2
 
 
 def _predicted_kurtosis(
-    mm: ModelMap, ms: Measurements, n_eff: dict[str, int], nu_dom: float | None, terms: list[float | None]
+    mm: ModelMap, ms: Measurements, n_eff: dict[str, int], nu_dom: float | None, terms: list[WeightTerm]
 ) -> list[tuple[float | None, str]]:
     """Predicted excess kurtosis of each weight layer's output, with its source, for a model without a matched MLP.
 
-    Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`; PDLT §5.4), plus the
-    non-accumulating weight term (:func:`_weight_term`). A per-example normalisation over the units a linear layer
+    Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`; PDLT §5.4), the carried
+    value is diluted by a layer's bias (:func:`_bias_dilution`), and each row adds the non-accumulating weight term
+    (:func:`_weight_term`). A per-example normalisation over the units a linear layer
     reads (LayerNorm, RMSNorm, GroupNorm with one group) divides out the carried fluctuation: that layer's output has
     kurtosis nu_norm / fan_in only (:func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`, with the
     activation that ran after the norm, or none; an unidentified one after it gives no prediction). Norms whose
@@ -292,13 +370,20 @@ def _predicted_kurtosis(
             kappa, why = None, f"no prediction: a normalisation not over a linear layer's fan-in ({la.kind} layer)"
         if la.kind == "attention":
             why = "no prediction: attention is not modelled"
+        if kappa is not None:
+            kappa *= _bias_dilution(ms, i)
         row = kappa if not inside else (None if kappa is None or carry is None else kappa + carry)
         term = terms[i]
-        if la.kind == "attention" or row is None or term is None:
+        if la.kind == "attention" or row is None:
             out.append((None, why or "no prediction (activation outside the universality classes)"))
+        elif term.value is None:
+            out.append((None, term.why))
         else:
-            out.append((row + term, plain_src))
+            out.append((row + term.value, plain_src))
         if la.readout:
+            continue
+        if not term.iid:
+            kappa, why = None, _NOT_IID
             continue
         if first:
             carry = 0.0 if reset else kappa
@@ -398,14 +483,20 @@ def summarize(mm: ModelMap, ms: Measurements, x0: Any) -> dict[str, Any]:
     preds = _predicted_kurtosis(mm, ms, n_eff, nu, terms) if fw is None else None
     kurt_rows = []
     r_before = 0.0
+    dependent = False
     for i, la in enumerate(mm.layers):
         km, kse = _kurtosis(ms.kurt_m2[i], ms.kurt_m4[i])
         if preds is not None:
             pred, src = preds[i]
         else:
             term = terms[i]
-            pred = None if term is None else float(fw.kurtosis[i]) + term
-            src = "finite_width (matched MLP) + weight kurtosis" if term is not None else "no prediction: weights"
+            if dependent:
+                pred, src = None, _NOT_IID
+            elif term.value is None:
+                pred, src = None, term.why
+            else:
+                pred, src = float(fw.kurtosis[i]) + term.value, "finite_width (matched MLP) + weight kurtosis"
+            dependent = dependent or not term.iid
         kurt_rows.append(
             {
                 "layer": la.name,
@@ -413,7 +504,7 @@ def summarize(mm: ModelMap, ms: Measurements, x0: Any) -> dict[str, Any]:
                 "kurtosis": km,
                 "kurtosis_se": kse,
                 "predicted": pred,
-                "weight_term": terms[i],
+                "weight_term": terms[i].value,
                 "source": src,
             }
         )

@@ -237,6 +237,8 @@ class Layer:
     act_after_norm: bool = False
     #: a nonlinearity outside the registry ran after that normalisation (the layer reads f(Norm(z)) with f unknown)
     unknown_after_norm: bool = False
+    #: the module's class name (``Linear``, ``Conv2d``, ``EmbeddingBag``, ...)
+    module_type: str = ""
 
     @property
     def init_act(self) -> Activation | None:
@@ -488,6 +490,7 @@ def map_model(model: nn.Module, x: torch.Tensor) -> tuple[ModelMap, Any]:
         if norm_in in ("layer", "rms") and (kind != "linear" or norm_size != fan_in):
             norm_in = "other"  # normalised over other units than this layer's fan-in
         la.norm_in, la.act_after_norm, la.unknown_after_norm = norm_in, act_after_norm, unknown_after_norm
+        la.module_type = type(mod).__name__
         layers.append(la)
         last_act, unknown, norm_in, act_after_norm, unknown_after_norm = None, None, None, False, False
         if kind not in ("linear",) or calls[name] != 1:
@@ -599,8 +602,8 @@ def _capture_inputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict
 
 def _match_mlp(layers: list[Layer], x: torch.Tensor) -> tuple[Any, list[str]]:
     """A :class:`sphericalcow.MLP` (standard parametrization) with the model's widths, activation and pooled
-    C_W, C_b, if the model is a plain chain of dense layers with one hidden activation and one C_W (each layer within
-    10% + 4 sampling SDs, sqrt(2 / numel), of the pooled value)."""
+    C_W, C_b, if the model is a plain chain of dense layers with one hidden activation, one C_W (each layer within
+    10% + 4 sampling SDs, sqrt(2 / numel), of the pooled value) and one C_b (the same, or within 1% of C_W)."""
     from ..description import MLP
 
     if len(layers) < 2 or any(la.kind != "linear" for la in layers):
@@ -617,6 +620,11 @@ def _match_mlp(layers: list[Layer], x: torch.Tensor) -> tuple[Any, list[str]]:
     cw = sum(la.cw * s for la, s in zip(layers, sizes, strict=True)) / sum(sizes)
     cb = sum(la.cb * la.width for la in layers) / sum(la.width for la in layers)
     if any(abs(la.cw / cw - 1) > 0.1 + 4.0 * math.sqrt(2.0 / (la.fan_in * la.width)) for la in layers):
+        return None, []
+    # one C_b too (PyTorch's default 1 / (3 fan_in) differs where the input's width differs from the hidden one: the
+    # pooled value put 3x the bias into the deeper layers and predicted half the measured kurtosis there); a mismatch
+    # below 1% of C_W is immaterial
+    if any(abs(la.cb - cb) > (0.1 + 4.0 * math.sqrt(2.0 / la.width)) * cb + 0.01 * cw for la in layers):
         return None, []
     act = layers[1].in_act
     widths = [la.width for la in layers[:-1]]

@@ -192,58 +192,73 @@ class Measurements:
     n_draws: int
     output_scale: float
     notes: list[str] = field(default_factory=list)
-    #: (draws, layers): mean(w^2) and mean(w^4) of each weight layer's weight entries (their excess kurtosis, pooled
-    #: over draws, is 0 for a Gaussian init and -1.2 for PyTorch's default uniform one)
-    w_m2: np.ndarray | None = None
-    w_m4: np.ndarray | None = None
-    #: (draws, layers): the input's moment ratio q = d * sum x^4 / (sum x^2)^2 per example (d entries; the unfolded
-    #: patch is approximated by the whole example for a convolution), NaN for integer inputs (embeddings)
-    in_ratio: np.ndarray | None = None
-    #: (draws, layers): the same moments of each weight layer's effective bias entries (NaN: no bias)
-    b_m2: np.ndarray | None = None
-    b_m4: np.ndarray | None = None
+    #: per weight layer, (rows, 3) over all draws: each weight row's (one unit's fan-in) mean w^2, mean w^4 and
+    #: E[w_j^2 w_k^2] (j != k) (:func:`row_moments`), the effective (``w_scale``d) weight; ``None`` if unavailable
+    w_rows: list[np.ndarray] | None = None
+    #: per weight layer, (entries, 2) over all draws: b^2 and b^4 of each effective bias entry (``None``: no bias)
+    b_entries: list[np.ndarray | None] | None = None
+    #: per weight layer, (draws, groups) sums over the inputs feeding one unit of each kurtosis group (the groups of
+    #: ``kurt_m2``), S2 = sum x^2, S4 = sum x^4 and S22 = (sum x^2)^2 (:func:`input_sums`); ``None`` where not defined
+    in_s2: list[np.ndarray | None] | None = None
+    in_s4: list[np.ndarray | None] | None = None
+    in_s22: list[np.ndarray | None] | None = None
 
 
-def pooled_kurtosis(m2: np.ndarray | None, m4: np.ndarray | None, i: int) -> tuple[float, float]:
-    """Excess kurtosis about zero from per-draw moments of column i, pooled over draws (a bias of one entry per draw
-    has a kurtosis only across draws), mean(m4) / mean(m2)^2 - 3, and its jackknife standard error over draws;
-    NaNs without data or when all entries are zero."""
-    if m2 is None or m4 is None:
+def pooled_kurtosis(samples: np.ndarray | None, per_sample: int = 1) -> tuple[float, float]:
+    """Excess kurtosis about zero, mean(x^4) / mean(x^2)^2 - 3, pooled over every draw's entries (a bias of one entry
+    per draw has a kurtosis only across draws), from samples whose first two columns are means of x^2 and x^4 over
+    ``per_sample`` entries each (entries, or weight rows), and its standard error under the Gaussian null,
+    sqrt(24 / N) for N entries (the sample excess kurtosis of N normal draws; Kendall & Stuart, The Advanced Theory of
+    Statistics, vol. 1, §12.19), the SE that a test of "Gaussian" needs: an SE estimated from the data (jackknife,
+    delta method) is itself so noisy at small N that it rejects a Gaussian 5-20% of the time at 3 SE (measured for
+    12-100 entries). NaN without data or when every entry is zero."""
+    if samples is None or samples.shape[0] == 0 or not samples[:, 0].mean() > 0:
         return math.nan, math.nan
-    ok = np.isfinite(m2[:, i]) & np.isfinite(m4[:, i])
-    a2, a4 = m2[ok, i], m4[ok, i]
-    n = len(a2)
-    if n == 0 or not a2.mean() > 0:
-        return math.nan, math.nan
-    k = float(a4.mean() / a2.mean() ** 2 - 3.0)
-    if n < 3:
-        return k, math.nan
-    s2, s4 = a2.sum(), a4.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jk = ((s4 - a4) / (n - 1)) / ((s2 - a2) / (n - 1)) ** 2 - 3.0
-    return k, float(math.sqrt((n - 1) / n * np.sum((jk - jk.mean()) ** 2)))
+    k = float(samples[:, 1].mean() / samples[:, 0].mean() ** 2 - 3.0)
+    return k, math.sqrt(24.0 / (samples.shape[0] * per_sample))
 
 
-def _moments(t: torch.Tensor | None) -> tuple[float, float]:
-    if t is None:
-        return math.nan, math.nan
-    t2 = t.detach().double().pow(2)
-    return float(t2.mean()), float(t2.pow(2).mean())
+def row_moments(w: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+    """(rows, 3) per row of ``scale * w`` (a unit's fan-in: a linear layer's weight row, a convolution's flattened
+    filter, an embedding vector): mean w^2, mean w^4 and E[w_j^2 w_k^2] (j != k), estimated as
+    ((sum w^2)^2 - sum w^4) / (d (d - 1)). The last equals E[w^2]^2 for i.i.d. entries and differs for dependent
+    ones: a row of fixed norm r and uniformly random direction (orthogonal init) has r^4 / (d (d + 2)) against
+    E[w^2]^2 = r^4 / d^2. NaN for d = 1."""
+    rows = (w.detach().double() * scale).reshape(w.shape[0], -1)
+    d = rows.shape[1]
+    w2 = rows.pow(2)
+    s2, s4 = w2.sum(1), w2.pow(2).sum(1)
+    m22 = (s2.pow(2) - s4) / (d * (d - 1)) if d > 1 else torch.full_like(s2, math.nan)
+    return torch.stack([s2 / d, s4 / d, m22], dim=1).numpy()
 
 
-def input_ratio(x: torch.Tensor | None, is_conv: bool, fan_in: int) -> float:
-    """q = d * sum x^4 / (sum x^2)^2 averaged over rows: the feature vectors (last axis, d = fan_in) of a linear
-    layer's input, or whole examples (d = their size) for a convolution; NaN for non-float inputs."""
+def input_sums(
+    x: torch.Tensor | None, mod: nn.Module, kind: str, n_ex: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per unit group of :func:`_unit_groups` (example, position), the sums over the inputs that feed one unit,
+    S2 = sum_j x_j^2, S4 = sum_j x_j^4 and S22 = (sum_j x_j^2)^2: a linear layer's feature vector; a convolution's
+    patch, padding included (computed as the module's own convolution of x^2 and x^4 with a kernel of ones, averaged
+    over its channel groups). ``None`` where the layer is not a linear layer or a (non-transposed) convolution, or x
+    is not a float tensor."""
     if x is None or not x.is_floating_point() or x.numel() == 0:
-        return float("nan")
-    x = x.detach().double()
-    rows = x.reshape(x.shape[0], -1) if is_conv or x.shape[-1] != fan_in else x.reshape(-1, fan_in)
-    s2 = rows.pow(2).sum(dim=1)
-    ok = s2 > 0
-    if not bool(ok.any()):
-        return float("nan")
-    q = rows.shape[1] * rows.pow(4).sum(dim=1)[ok] / s2[ok].pow(2)
-    return float(q.mean())
+        return None
+    x = x.detach().double()[:n_ex]
+    if kind == "linear":
+        fan_in = int(mod.in_features)
+        if x.dim() < 2 or x.shape[-1] != fan_in:
+            return None
+        rows = x.reshape(-1, fan_in)
+        s2 = rows.pow(2).sum(1)
+        return s2.numpy(), rows.pow(4).sum(1).numpy(), s2.pow(2).numpy()
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    if kind != "conv" or not isinstance(mod, conv) or x.dim() != 2 + len(mod.kernel_size):
+        return None
+    ones = torch.ones(mod.groups, mod.in_channels // mod.groups, *mod.kernel_size, dtype=torch.float64)
+    with torch.no_grad():
+        s2 = mod._conv_forward(x.pow(2), ones, None)
+        s4 = mod._conv_forward(x.pow(4), ones, None)
+    # per channel group, then the mean over groups (units of different groups read different channels)
+    return s2.mean(1).reshape(-1).numpy(), s4.mean(1).reshape(-1).numpy(), s2.pow(2).mean(1).reshape(-1).numpy()
 
 
 def _feature_dim(z: torch.Tensor, is_conv: bool) -> int:
@@ -299,19 +314,30 @@ def measure(
     kmap = [len(probes) + i for i in range(len(kprobes))]
     iprobes = [(la.name, "in") for la in mm.layers]
     imap = [len(probes) + len(kprobes) + i for i in range(len(iprobes))]
-    wk: list[list[tuple[float, float]]] = []
-    bk: list[list[tuple[float, float]]] = []
-    qin: list[list[float]] = []
+    wrows: list[list[np.ndarray]] = [[] for _ in mm.layers]
+    bents: list[list[np.ndarray]] = [[] for _ in mm.layers]
+    s2: list[list[np.ndarray]] = [[] for _ in mm.layers]
+    s4: list[list[np.ndarray]] = [[] for _ in mm.layers]
+    s22: list[list[np.ndarray]] = [[] for _ in mm.layers]
+    sums_ok = [True for _ in mm.layers]
+    n_k = min(n_kurt_examples, n_ex)
     for d, m in enumerate(draw_models(model, n_init, factory=factory, seed=seed)):
         allz, out = run_probes(m, x, probes + kprobes + iprobes)
         mods = dict(m.named_modules())
-        wk.append([_moments(weight_of(mods[la.name])) for la in mm.layers])
-        bk_row: list[tuple[float, float]] = []
-        for la in mm.layers:
+        for j, la in enumerate(mm.layers):
+            wrows[j].append(row_moments(weight_of(mods[la.name]), la.w_scale))
             b = getattr(mods[la.name], "bias", None)
-            bk_row.append(_moments(b * la.b_scale if isinstance(b, torch.Tensor) else None))
-        bk.append(bk_row)
-        qin.append([input_ratio(allz[k], la.kind == "conv", la.fan_in) for k, la in zip(imap, mm.layers, strict=True)])
+            if isinstance(b, torch.Tensor):
+                b2 = (b.detach().double() * la.b_scale).reshape(-1).pow(2)
+                bents[j].append(torch.stack([b2, b2.pow(2)], dim=1).numpy())
+        for j, (k, la) in enumerate(zip(imap, mm.layers, strict=True)):
+            sums = input_sums(allz[k], mods[la.name], la.kind, n_k) if sums_ok[j] else None
+            if sums is None:
+                sums_ok[j] = False
+            else:
+                s2[j].append(sums[0])
+                s4[j].append(sums[1])
+                s22[j].append(sums[2])
         zs, kz = allz[: len(probes)], [allz[i] for i in kmap]
         _check_finite(out, "the model itself" if d == 0 else f"random draw {d}")
         if d == 0:
@@ -332,7 +358,7 @@ def measure(
             row.append(float(np.mean(vals)))
         corr.append(row)
         for i, z in enumerate(kz):
-            g = _unit_groups(z.double(), kprobes[i][0] in conv_names, min(n_kurt_examples, n_ex))
+            g = _unit_groups(z.double(), kprobes[i][0] in conv_names, n_k)
             m2[i].append(g.pow(2).mean(dim=1).numpy())
             m4[i].append(g.pow(4).mean(dim=1).numpy())
         pr, pa, gain = [], [], []
@@ -377,11 +403,11 @@ def measure(
         n_draws=len(K),
         output_scale=out_scale,
         notes=notes,
-        w_m2=np.array(wk).reshape(len(K), len(mm.layers), 2)[:, :, 0],
-        w_m4=np.array(wk).reshape(len(K), len(mm.layers), 2)[:, :, 1],
-        in_ratio=np.array(qin).reshape(len(K), len(mm.layers)),
-        b_m2=np.array(bk).reshape(len(K), len(mm.layers), 2)[:, :, 0],
-        b_m4=np.array(bk).reshape(len(K), len(mm.layers), 2)[:, :, 1],
+        w_rows=[np.concatenate(a) for a in wrows],
+        b_entries=[np.concatenate(a) if a else None for a in bents],
+        in_s2=[np.array(a) if ok and a else None for a, ok in zip(s2, sums_ok, strict=True)],
+        in_s4=[np.array(a) if ok and a else None for a, ok in zip(s4, sums_ok, strict=True)],
+        in_s22=[np.array(a) if ok and a else None for a, ok in zip(s22, sums_ok, strict=True)],
     )
 
 
