@@ -732,8 +732,9 @@ def test_weight_kurtosis_helpers():
     x = torch.randn(5, 2, 8, generator=g, dtype=torch.float64)
     s2, s4, s22 = input_sums(x, lin, "linear", 4)
     rows = x[:4].reshape(-1, 8)
-    assert np.allclose(s4, rows.pow(4).sum(1).numpy()) and np.allclose(s22, rows.pow(2).sum(1).pow(2).numpy())
-    assert np.allclose(s2, rows.pow(2).sum(1).numpy())
+    assert s2.shape == s4.shape == s22.shape == (8, 1)
+    assert np.allclose(s4[:, 0], rows.pow(4).sum(1).numpy()) and np.allclose(s22[:, 0], rows.pow(2).sum(1).pow(2))
+    assert np.allclose(s2[:, 0], rows.pow(2).sum(1).numpy())
     assert input_sums(torch.zeros(3, 8, dtype=torch.long), lin, "linear", 4) is None
     x = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
     for conv in [nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, (3, 2), stride=2, groups=2, padding=1),
@@ -752,10 +753,13 @@ def test_weight_kurtosis_helpers():
                                        stride=conv.stride)
             for c in range(G)
         ]  # (2, C/G * k, positions) per group
-        e4 = torch.stack([p.pow(4).sum(1) for p in patches]).mean(0).reshape(-1)
-        e22 = torch.stack([p.pow(2).sum(1).pow(2) for p in patches]).mean(0).reshape(-1)
-        e2 = torch.stack([p.pow(2).sum(1) for p in patches]).mean(0).reshape(-1)
-        assert np.allclose(s4, e4.numpy()) and np.allclose(s22, e22.numpy()) and np.allclose(s2, e2.numpy())
+
+        def per_unit(t):  # (groups, examples, positions) -> (examples * positions, groups)
+            return t.permute(1, 2, 0).reshape(-1, t.shape[0]).numpy()
+
+        e2, e4 = (per_unit(torch.stack([p.pow(k).sum(1) for p in patches])) for k in (2, 4))
+        e22 = per_unit(torch.stack([p.pow(2).sum(1).pow(2) for p in patches]))
+        assert np.allclose(s4, e4) and np.allclose(s22, e22) and np.allclose(s2, e2)
     assert input_sums(x, nn.ConvTranspose2d(4, 6, 3).double(), "conv", 2) is None
 
 
@@ -868,3 +872,96 @@ def test_dependent_weight_rows_zero_weights_and_embedding_bags():
         assert (rows[0]["predicted"] is None) == uniform
         if uniform:
             assert "embedding bag" in rows[0]["source"]
+
+
+class _InOutLinear(nn.Module):
+    """A dense layer storing its weight as (in, out) and computing x @ W (N(0, 2/in) entries)."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = d_in, d_out
+        self.weight = nn.Parameter(torch.randn(d_in, d_out) * math.sqrt(2.0 / d_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+def test_weight_layouts_constant_magnitude_weights_and_embeddings_are_read_right():
+    """+-c (Rademacher) weights have a null SE of zero for row dependence: round-off is no finding, later rows keep
+    their prediction. A layer storing (in, out) is read along its fan-in (it used to be flagged dependent in 92% of
+    draws). An embedding's padding row (zero, never looked up) does not count as a weight. A uniform embedding read
+    linearly shifts the next layer's nu from 6 to 3 (2 - 1.2) = 2.4 (measured 0.064 +- 0.019 vs 6/32 before)."""
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(2))
+
+    def rademacher():
+        m = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+        for layer in (m[0], m[2]):
+            layer.weight.data = torch.randint(0, 2, layer.weight.shape).float().mul(2).sub(1) / math.sqrt(16)
+            nn.init.zeros_(layer.bias)
+        return m
+
+    def in_out():
+        return nn.Sequential(_InOutLinear(32, 48), nn.ReLU(), _InOutLinear(48, 24), nn.ReLU(), _InOutLinear(24, 1))
+
+    for factory in (rademacher, in_out):
+        torch.manual_seed(0)
+        rows = doctor(factory(), x, factory=factory, n_init=60).summary["kurtosis"]
+        assert all(r["predicted"] is not None for r in rows), [(r["layer"], r["source"]) for r in rows]
+    assert rows[0]["weight_term"] == 0.0  # Gaussian (in, out) weights: no term
+
+    class Emb(nn.Module):
+        def __init__(self, uniform: bool) -> None:
+            super().__init__()
+            self.e, self.fc, self.out = nn.Embedding(20, 32, padding_idx=0), nn.Linear(32, 32), nn.Linear(32, 1)
+            if uniform:
+                nn.init.uniform_(self.e.weight, -1.0, 1.0)
+            nn.init.kaiming_normal_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
+
+        def forward(self, t):
+            return self.out(torch.relu(self.fc(self.e(t))))
+
+    t = torch.randint(1, 20, (8, 6), generator=torch.Generator().manual_seed(3))
+    rows = doctor(Emb(False), t, factory=lambda: Emb(False), n_init=40).summary["kurtosis"]
+    assert rows[0]["weight_term"] == 0.0 and rows[1]["predicted"] == pytest.approx(6 / 32, abs=1e-12)
+    torch.manual_seed(0)
+    rows = doctor(Emb(True), t, factory=lambda: Emb(True), n_init=300).summary["kurtosis"]
+    assert rows[1]["predicted"] == pytest.approx(3 * (2 + rows[0]["weight_term"]) / 32, rel=1e-9)
+    assert abs(rows[1]["kurtosis"] - rows[1]["predicted"]) < 3 * rows[1]["kurtosis_se"]
+    assert abs(rows[1]["kurtosis"] - 6 / 32) > 3 * rows[1]["kurtosis_se"]  # the Gaussian nu is rejected
+
+
+def test_grouped_conv_units_pool_as_a_mixture():
+    """A depthwise convolution's units in one (example, position) read different channels; with channel scales
+    0.5..4 and Gaussian weights the pooled kurtosis of the first layer is the mixture's 3 Var_c(K_c) / mean_c(K_c)^2,
+    K_c = s2 S2_c (exact at a fixed input; computed here from unfolded patches per channel)."""
+    x = torch.randn(4, 4, 6, 6, generator=torch.Generator().manual_seed(1)) * torch.tensor([0.5, 1.0, 2.0, 4.0]).view(
+        1, 4, 1, 1
+    )
+
+    def factory():
+        m = nn.Sequential(nn.Conv2d(4, 8, 3, groups=4, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 1))
+        nn.init.kaiming_normal_(m[0].weight)
+        return m
+
+    torch.manual_seed(0)
+    row = doctor(factory(), x, factory=factory, n_init=200).summary["kurtosis"][0]
+    p = torch.nn.functional.unfold(x.double(), 3)  # (4, 4 * 9, 16): channel-major
+    s2 = p.pow(2).reshape(4, 4, 9, 16).sum(2)  # (examples, channels, positions)
+    s2 = s2.repeat_interleave(2, dim=1)  # two output channels per group
+    exact = float((3 * s2.var(1, unbiased=False) / s2.mean(1) ** 2).mean())
+    assert row["predicted"] == pytest.approx(exact, rel=1e-6)
+    assert abs(row["kurtosis"] - exact) < 3 * row["kurtosis_se"], (row, exact)
+
+
+def test_matched_mlp_needs_one_bias_variance():
+    """PyTorch's default C_b = 1/(3 fan_in) is 8x larger in a first layer of fan-in 16 than in the 128-wide ones:
+    such a model goes the per-layer route (the pooled C_b predicted -0.099 against -0.030 +- 0.015 at layer 4, 400
+    draws); a zero-bias He MLP, or a default one whose input is as wide as its layers, is matched."""
+    for model, x, matched in [
+        (dm.default_relu4(), _x("default_relu4"), False),
+        (dm._mlp(3, 128, nn.ReLU, 2.0), _x("default_relu4"), True),
+        (dm._mlp(3, 64, nn.ReLU, None, d_in=64), torch.randn(8, 64), True),
+    ]:
+        mm, _ = map_model(copy.deepcopy(model).double().eval(), x.double())
+        assert (mm.mlp is not None) == matched

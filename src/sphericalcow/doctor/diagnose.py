@@ -122,11 +122,16 @@ def _ci(samples: np.ndarray) -> tuple[float, float, float]:
 
 
 def _kurtosis(m2: np.ndarray, m4: np.ndarray) -> tuple[float, float]:
-    """Excess kurtosis per group pooled over draws, averaged over groups; jackknife standard error over draws."""
+    """Excess kurtosis per group pooled over draws, averaged over the groups that are not identically zero; jackknife
+    standard error over draws."""
+
+    live = m2.mean(0) > 0  # a group that is zero in every draw (a zero input, no bias) has no kurtosis
 
     def stat(a2: np.ndarray, a4: np.ndarray) -> float:
-        with np.errstate(invalid="ignore", divide="ignore"):  # an all-zero layer (zero readout): NaN, no verdict
-            return float(np.mean(a4.mean(0) / np.maximum(a2.mean(0), 1e-300) ** 2 - 3.0))
+        if not live.any():  # an all-zero layer (zero readout): NaN, no verdict
+            return float("nan")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(np.mean(a4[:, live].mean(0) / a2[:, live].mean(0) ** 2 - 3.0))
 
     k = stat(m2, m4)
     n = m2.shape[0]
@@ -178,6 +183,17 @@ def _layer_nu(la: Any, nu_dom: float | None) -> float | None:
         return nu_dom
 
 
+def _nu_shift(la: Any, kappa_unit: float) -> float:
+    """Change of the next layer's kurtosis slope nu when this layer's units are not Gaussian (excess kurtosis
+    ``kappa_unit``, symmetric): nu = 3 Var(sigma(z)^2) / E[sigma(z)^2]^2 (PDLT §5.4) is 3 (2 + kappa) read linearly
+    (E z^4 = (3 + kappa) K^2) and 3 (5 + 2 kappa) through ReLU (E relu(z)^4 = E z^4 / 2); 0 for other activations
+    (not modelled). O(1) for an embedding of uniform entries (6 -> 2.4) or a bias-dominated layer; O(1/n^2) else."""
+    if la.out_unknown is not None:
+        return 0.0
+    spec = la.out_act.spec if la.out_act is not None else "linear"
+    return {"linear": 3.0, "relu": 6.0}.get(spec, 0.0) * kappa_unit
+
+
 def _mean(a: np.ndarray | None, i: int) -> float:
     """Mean over draws of column i, ignoring NaNs; NaN when there is none."""
     if a is None:
@@ -197,10 +213,11 @@ DEPENDENCE_SIGNIFICANCE = 5.0
 
 
 def _significant(k: float, se: float, level: float = KAPPA_W_SIGNIFICANCE) -> float:
-    """``k`` if it differs from zero by more than ``level`` standard errors, else 0 (NaN stays)."""
+    """``k`` if it differs from zero by more than ``level`` standard errors (and more than round-off, 1e-9: a null SE
+    of zero, e.g. for +-c weights, must not turn 1e-16 into a finding), else 0 (NaN stays)."""
     if not math.isfinite(k) or not math.isfinite(se):
         return k
-    return k if abs(k) > level * se else 0.0
+    return k if abs(k) > max(level * se, 1e-9) else 0.0
 
 
 def _row_dependence(rows: np.ndarray, d: int, kappa: float) -> tuple[float, float]:
@@ -216,7 +233,10 @@ def _row_dependence(rows: np.ndarray, d: int, kappa: float) -> tuple[float, floa
     return d22, max(2.0 + kappa, 0.0) * math.sqrt(2.0 / (d * (d - 1) * n))
 
 
-_NOT_IID = "no prediction: an earlier layer's weight rows have dependent entries (e.g. orthogonal init)"
+_NOT_IID = (
+    "no prediction: an earlier layer's weight rows are not i.i.d. (dependent entries, e.g. orthogonal init, or rows "
+    "of different scales)"
+)
 
 
 @dataclass
@@ -227,6 +247,9 @@ class WeightTerm:
     value: float | None
     why: str = ""
     iid: bool = True
+    #: Var_c(K_c) / mean_c(K_c)^2 over the channel groups c of a grouped convolution (units pooled in one measured
+    #: group read different inputs): the carried kurtosis kappa enters the row as kappa (1 + mix)
+    mix: float = 0.0
 
 
 def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
@@ -234,31 +257,34 @@ def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
 
     Given the layer's input x, the units z = w . x + b are independent, so the excess kurtosis of a unit splits
     exactly into E_x[cum_4(z | x)] / K^2 plus the fluctuation of the metric E[z^2 | x] across draws (PDLT's V,
-    computed for Gaussian weights). For a row w with exchangeable, sign-symmetric entries (i.i.d., or e.g. a uniformly
-    rotated row as in orthogonal init), E[w^2] = s2, E[w^4] = m4, E[w_j^2 w_k^2] = m22 (j != k), and an independent
-    bias of excess kurtosis kappa_b and mean square C_b, expanding E[(w . x)^4] gives (our derivation, cumulant
-    additivity)
+    computed for Gaussian weights). For a row w with exchangeable, sign-symmetric entries (i.i.d., or e.g. a
+    uniformly rotated row as in orthogonal init), E[w^2] = s2, E[w^4] = m4, E[w_j^2 w_k^2] = m22 (j != k), and an
+    independent bias of excess kurtosis kappa_b and mean square C_b, expanding E[(w . x)^4] gives (our derivation,
+    cumulant additivity)
 
         cum_4(z | x) = (m4 - 3 m22) S4 + 3 (m22 - s2^2) S22 + kappa_b C_b^2,   S4 = sum_j x_j^4, S22 = (sum_j x_j^2)^2,
 
     summed over the inputs feeding the unit (a convolution's patch, padding included). For i.i.d. entries m22 = s2^2
     and the first term is kappa_W s2^2 S4; for an orthogonal row (fixed norm) m4 = 3 m22 and the second term gives
     -6 / (d + 2). The weight and bias moments are pooled over draws (the population's); S2, S4 and S22 are averaged
-    over the draws at each unit group (example, position), the cumulant divided by that group's K^2 with
-    K = s2 S2 + C_b (the expectation of the measured second moment, without its sampling noise), then averaged over
-    the groups exactly as the measured kurtosis is. An embedding's output is one entry of its table: kappa_W. PyTorch's
-    default uniform init has kappa_W = kappa_b = -6/5: a ReLU-fed linear layer adds about -7.2 / fan_in, half the
-    +15 / n of the metric, and where the bias dominates K (too small a weight init) the output tends to the bias's
-    -1.2.
+    over the draws at each unit group (example, position), the cumulant divided by that group's K^2 with K = s2 S2 +
+    C_b (the expectation of the measured second moment, without its sampling noise), then averaged over the groups
+    exactly as the measured kurtosis is. A grouped convolution's units of one measured group read different channels
+    (K_c per channel group c): the pooled moments are a mixture, adding 3 Var_c(K_c) / mean_c(K_c)^2 (and scaling
+    the carried kurtosis by 1 + Var_c(K_c) / mean_c(K_c)^2, ``mix``). An embedding's output is one entry of its
+    table: kappa_W. PyTorch's default uniform init has kappa_W = kappa_b = -6/5: a ReLU-fed linear layer adds about
+    -7.2 / fan_in, half the +15 / n of the metric, and where the bias dominates K (too small a weight init) the
+    output tends to the bias's -1.2.
 
     kappa_W and kappa_b count only where a Gaussian is rejected (:data:`KAPPA_W_SIGNIFICANCE` null standard errors),
-    so a Gaussian init predicts the Gaussian theory exactly. The term does not carry: the next layer's metric sees it
-    at O(1/n^2) only while it is O(1/n); a bias-dominated unit is O(1) non-Gaussian, which changes the next layer's
-    nu at O(1) (not modelled; small in the ordered layers where it happens, since their fluctuating part is small).
-    Dependent row entries (m22 != s2^2 beyond :data:`DEPENDENCE_SIGNIFICANCE`, :func:`_row_dependence`) set ``iid``
-    False: PDLT's V assumes i.i.d. weights (an orthogonal linear map does not fluctuate the metric at all), so nothing
-    downstream is predicted. ``None`` where the inputs feeding a unit cannot be summed (transposed convolutions,
-    attention, other layers) and the weights are not Gaussian, or for an embedding bag (it sums several entries)."""
+    so a Gaussian init predicts the Gaussian theory exactly. The term itself does not carry; the next layer's nu
+    changes with it (:func:`_nu_shift`), at O(1/n^2) while it is O(1/n), at O(1/n) for an embedding of non-Gaussian
+    entries or a bias-dominated layer (applied on the leading-order route; the matched-MLP route keeps the Gaussian
+    recursion). Dependent row entries (m22 != s2^2 beyond :data:`DEPENDENCE_SIGNIFICANCE`, :func:`_row_dependence`) set
+    ``iid`` False: PDLT's V assumes i.i.d. weights (an orthogonal linear map does not fluctuate the metric at all),
+    so nothing downstream is predicted. ``None`` where the inputs feeding a unit cannot be summed (transposed
+    convolutions, attention, other layers) and the weights are not Gaussian, or for an embedding bag (it sums
+    several entries)."""
     la = mm.layers[i]
     rows = ms.w_rows[i] if ms.w_rows is not None else None
     if rows is None or rows.shape[0] == 0:
@@ -268,7 +294,7 @@ def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
     cb = float(bias[:, 0].mean()) if bias is not None else 0.0
     bias4 = kb * cb * cb if math.isfinite(kb) else 0.0
     s2 = float(rows[:, 0].mean())
-    d = la.width if la.kind == "embedding" else la.fan_in  # entries per row
+    d = ms.w_row_len[i] if ms.w_row_len is not None else la.fan_in  # entries per row
     kw_raw, kw_se = pooled_kurtosis(rows, per_sample=d) if s2 > 0 else (0.0, math.nan)
     kw = _significant(kw_raw, kw_se)
     if la.kind == "embedding":
@@ -280,22 +306,25 @@ def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
     iid = d22 == 0
     if not iid:
         kw = kw_raw  # m4 - 3 m22 below needs the entries' kurtosis as measured (~ 3 d22 for an orthogonal row)
-    sums = [None if a is None else a[i] for a in (ms.in_s2, ms.in_s4, ms.in_s22)]
-    S2, S4, S22 = [None if a is None else np.mean(a, axis=0) for a in sums]
-    if S2 is not None:
-        K = s2 * S2 + cb  # E[z^2] per group: the expectation the measured kurtosis divides by, without its noise
-    else:
-        K = np.array([float(np.mean([np.mean(m) for m in ms.kurt_m2[i]]))])
-    ok = K > 0
+    S2, S4, S22 = [
+        None if a is None or a[i] is None else np.mean(a[i], axis=0) for a in (ms.in_s2, ms.in_s4, ms.in_s22)
+    ]
+    if S2 is None or S4 is None or S22 is None:
+        if kw != 0 or d22 != 0:
+            why = f"no prediction: non-Gaussian weights in a {la.kind} layer ({la.module_type})"
+            return WeightTerm(None, why, iid)
+        K = float(np.mean([np.mean(m) for m in ms.kurt_m2[i]]))
+        return WeightTerm(bias4 / K**2 if K > 0 else 0.0, "", iid)
+    # (groups, channel groups): E[z^2] = s2 S2 + C_b, the expectation the measured second moment estimates
+    K = s2 * S2 + cb
+    cum = s2 * s2 * ((kw - 3.0 * d22) * S4 + 3.0 * d22 * S22) + bias4  # m4 - 3 m22 = s2^2 (kappa - 3 d22)
+    Kbar = K.mean(axis=1)
+    ok = Kbar > 0
     if not ok.any():
         return WeightTerm(None, "no prediction: the layer's output is zero")
-    if kw == 0 and d22 == 0:
-        return WeightTerm(float(np.mean(bias4 / K[ok] ** 2)), "", iid)
-    if S4 is None or S22 is None:
-        return WeightTerm(None, f"no prediction: non-Gaussian weights in a {la.kind} layer ({la.module_type})", iid)
-    # m4 - 3 m22 = s2^2 (kappa - 3 d22); 3 (m22 - s2^2) = 3 s2^2 d22
-    w4 = s2 * s2 * ((kw - 3.0 * d22) * S4 + 3.0 * d22 * S22)
-    return WeightTerm(float(np.mean((w4[ok] + bias4) / K[ok] ** 2)), "", iid)
+    mix = K[ok].var(axis=1) / Kbar[ok] ** 2  # pooling channel groups of different variance: a mixture
+    value = cum[ok].mean(axis=1) / Kbar[ok] ** 2 + 3.0 * mix
+    return WeightTerm(float(np.mean(value)), "", iid, float(np.mean(mix)))
 
 
 def _bias_dilution(ms: Measurements, i: int) -> float:
@@ -315,26 +344,27 @@ def _predicted_kurtosis(
 ) -> list[tuple[float | None, str]]:
     """Predicted excess kurtosis of each weight layer's output, with its source, for a model without a matched MLP.
 
-    Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`; PDLT §5.4), the carried
-    value is diluted by a layer's bias (:func:`_bias_dilution`), and each row adds the non-accumulating weight term
-    (:func:`_weight_term`). A per-example normalisation over the units a linear layer
-    reads (LayerNorm, RMSNorm, GroupNorm with one group) divides out the carried fluctuation: that layer's output has
-    kurtosis nu_norm / fan_in only (:func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`, with the
-    activation that ran after the norm, or none; an unidentified one after it gives no prediction). Norms whose
-    statistics are not those of the fan-in (any norm before a convolution, InstanceNorm, GroupNorm with several
-    groups, a norm over several axes) are not modelled: no prediction until a modelled norm resets. Batch norm is not
-    reset: it standardises each unit over the batch, and the fluctuations of the kernel across the batch are carried
-    (measured: 0.21 after the first BatchNorm-ReLU layer of width 64, as nu_batch(B = 16) / 64 = 0.20 predicts, then
-    rising to 0.62 after seven, where the plain accumulation gives 1.6). The plain accumulation is kept there; it is
-    not a bound (in a residual net with batch-normed branches the block recursion's damping can put it below the
-    measurement), and the measurement grades. Attention layers are not modelled (their output mixes positions through
-    a softmax of the inputs): no prediction for them or after them until a modelled norm resets.
+    Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`, shifted where the
+    layer's own units are not Gaussian, :func:`_nu_shift`; PDLT §5.4), the carried value is diluted by a layer's
+    bias (:func:`_bias_dilution`), and each row adds the single-unit weight term (:func:`_weight_term`). A
+    per-example normalisation over the units a linear layer reads (LayerNorm, RMSNorm, GroupNorm with one group)
+    divides out the carried fluctuation: that layer's output has kurtosis nu_norm / fan_in only
+    (:func:`sphericalcow.theory.finite_width.normalized_kurtosis_slope`, with the activation that ran after the
+    norm, or none; an unidentified one after it gives no prediction). Norms whose statistics are not those of the
+    fan-in (any norm before a convolution, InstanceNorm, GroupNorm with several groups, a norm over several axes)
+    are not modelled: no prediction until a modelled norm resets. Batch norm is not reset: it standardises each unit
+    over the batch, and the fluctuations of the kernel across the batch are carried (measured: 0.21 after the first
+    BatchNorm-ReLU layer of width 64, as nu_batch(B = 16) / 64 = 0.20 predicts, then rising to 0.62 after seven,
+    where the plain accumulation gives 1.6). The plain accumulation is kept there; it is not a bound (in a residual
+    net with batch-normed branches the block recursion's damping can put it below the measurement), and the
+    measurement grades. Attention layers are not modelled (their output mixes positions through a softmax of the
+    inputs): no prediction for them or after them until a modelled norm resets.
 
     A residual block's first weight layer reads the trunk, which is fixed given the block's input, so the branch
-    starts Gaussian; its later layers accumulate kappa_branch (shown with the trunk's carried kurtosis added unless a
-    modelled norm divided it out: the branch output's scale follows the trunk's), and the block's output follows
-    :func:`residual_block_kurtosis` with the measured mean gain (c = gain - 1) and log-susceptibility
-    a = mean chi_par / mean gain."""
+    starts Gaussian; its later layers accumulate kappa_branch (shown with the trunk's carried kurtosis added unless
+    a modelled norm divided it out: the branch output's scale follows the trunk's), and the block's output follows
+    :func:`residual_block_kurtosis` with the measured mean gain (c = gain - 1) and log-susceptibility a = mean
+    chi_par / mean gain."""
     from ..activations import activation
     from ..theory.finite_width import normalized_kurtosis_slope
 
@@ -379,7 +409,7 @@ def _predicted_kurtosis(
         elif term.value is None:
             out.append((None, term.why))
         else:
-            out.append((row + term.value, plain_src))
+            out.append((row * (1.0 + term.mix) + term.value, plain_src))
         if la.readout:
             continue
         if not term.iid:
@@ -392,6 +422,8 @@ def _predicted_kurtosis(
             kappa = None
             continue
         nu = _layer_nu(la, nu_dom)
+        if nu is not None and term.value is not None:
+            nu += _nu_shift(la, term.value - 3.0 * term.mix)
         last = b_i is not None and la.name == mm.blocks[b_i].layers[-1]
         if not last:
             kappa = None if kappa is None or nu is None else kappa + nu / n_eff[la.name]

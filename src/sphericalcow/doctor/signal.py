@@ -192,13 +192,16 @@ class Measurements:
     n_draws: int
     output_scale: float
     notes: list[str] = field(default_factory=list)
-    #: per weight layer, (rows, 3) over all draws: each weight row's (one unit's fan-in) mean w^2, mean w^4 and
-    #: E[w_j^2 w_k^2] (j != k) (:func:`row_moments`), the effective (``w_scale``d) weight; ``None`` if unavailable
+    #: per weight layer, (rows, 3) over all draws: each weight row's (one unit's fan-in, :func:`unit_rows`) mean w^2,
+    #: mean w^4 and E[w_j^2 w_k^2] (j != k) (:func:`row_moments`), the effective (``w_scale``d) weight
     w_rows: list[np.ndarray] | None = None
+    #: per weight layer, the number of entries in a row
+    w_row_len: list[int] | None = None
     #: per weight layer, (entries, 2) over all draws: b^2 and b^4 of each effective bias entry (``None``: no bias)
     b_entries: list[np.ndarray | None] | None = None
-    #: per weight layer, (draws, groups) sums over the inputs feeding one unit of each kurtosis group (the groups of
-    #: ``kurt_m2``), S2 = sum x^2, S4 = sum x^4 and S22 = (sum x^2)^2 (:func:`input_sums`); ``None`` where not defined
+    #: per weight layer, (draws, groups, channel groups) sums over the inputs feeding one unit of each kurtosis group
+    #: (the groups of ``kurt_m2``), S2 = sum x^2, S4 = sum x^4 and S22 = (sum x^2)^2 (:func:`input_sums`); ``None``
+    #: where not defined
     in_s2: list[np.ndarray | None] | None = None
     in_s4: list[np.ndarray | None] | None = None
     in_s22: list[np.ndarray | None] | None = None
@@ -218,6 +221,25 @@ def pooled_kurtosis(samples: np.ndarray | None, per_sample: int = 1) -> tuple[fl
     return k, math.sqrt(24.0 / (samples.shape[0] * per_sample))
 
 
+def unit_rows(mod: nn.Module, kind: str) -> torch.Tensor:
+    """The weight as (units, entries per unit): a linear layer's (out, in) weight or a convolution's
+    (out, in / groups, *kernel) filters as they are; a table's looked-up rows for an embedding (its ``padding_idx``
+    row, zero and never trained, dropped); otherwise the weight transposed so that rows run along the fan-in where
+    the layout is (in, out) (a module computing x @ W), else reshaped as stored."""
+    w = weight_of(mod)
+    if kind == "embedding":
+        pad = getattr(mod, "padding_idx", None)
+        if pad is not None and w.shape[0] > 1:
+            w = torch.cat([w[:pad], w[pad + 1 :]])
+        return w
+    if isinstance(mod, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+        return w.transpose(0, 1)  # (in, out / groups, *k): rows of one output channel within a group
+    if w.dim() == 2 and hasattr(mod, "in_features") and w.shape == (mod.in_features, mod.out_features):
+        if mod.in_features != mod.out_features:
+            return w.t()
+    return w
+
+
 def row_moments(w: torch.Tensor, scale: float = 1.0) -> np.ndarray:
     """(rows, 3) per row of ``scale * w`` (a unit's fan-in: a linear layer's weight row, a convolution's flattened
     filter, an embedding vector): mean w^2, mean w^4 and E[w_j^2 w_k^2] (j != k), estimated as
@@ -235,11 +257,11 @@ def row_moments(w: torch.Tensor, scale: float = 1.0) -> np.ndarray:
 def input_sums(
     x: torch.Tensor | None, mod: nn.Module, kind: str, n_ex: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per unit group of :func:`_unit_groups` (example, position), the sums over the inputs that feed one unit,
-    S2 = sum_j x_j^2, S4 = sum_j x_j^4 and S22 = (sum_j x_j^2)^2: a linear layer's feature vector; a convolution's
-    patch, padding included (computed as the module's own convolution of x^2 and x^4 with a kernel of ones, averaged
-    over its channel groups). ``None`` where the layer is not a linear layer or a (non-transposed) convolution, or x
-    is not a float tensor."""
+    """Per unit group of :func:`_unit_groups` (example, position) and channel group (columns; one for a linear layer),
+    the sums over the inputs that feed one unit, S2 = sum_j x_j^2, S4 = sum_j x_j^4 and S22 = (sum_j x_j^2)^2: a
+    linear layer's feature vector; a convolution's patch, padding included (computed as the module's own convolution
+    of x^2 and x^4 with a kernel of ones per channel group: units of different groups read different channels).
+    ``None`` where the layer is not a linear layer or a (non-transposed) convolution, or x is not a float tensor."""
     if x is None or not x.is_floating_point() or x.numel() == 0:
         return None
     x = x.detach().double()[:n_ex]
@@ -248,8 +270,8 @@ def input_sums(
         if x.dim() < 2 or x.shape[-1] != fan_in:
             return None
         rows = x.reshape(-1, fan_in)
-        s2 = rows.pow(2).sum(1)
-        return s2.numpy(), rows.pow(4).sum(1).numpy(), s2.pow(2).numpy()
+        s2 = rows.pow(2).sum(1, keepdim=True)
+        return s2.numpy(), rows.pow(4).sum(1, keepdim=True).numpy(), s2.pow(2).numpy()
     conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     if kind != "conv" or not isinstance(mod, conv) or x.dim() != 2 + len(mod.kernel_size):
         return None
@@ -257,8 +279,11 @@ def input_sums(
     with torch.no_grad():
         s2 = mod._conv_forward(x.pow(2), ones, None)
         s4 = mod._conv_forward(x.pow(4), ones, None)
-    # per channel group, then the mean over groups (units of different groups read different channels)
-    return s2.mean(1).reshape(-1).numpy(), s4.mean(1).reshape(-1).numpy(), s2.pow(2).mean(1).reshape(-1).numpy()
+
+    def per_unit(t: torch.Tensor) -> np.ndarray:  # (examples, groups, *positions) -> (examples * positions, groups)
+        return t.movedim(1, -1).reshape(-1, t.shape[1]).numpy()
+
+    return per_unit(s2), per_unit(s4), per_unit(s2.pow(2))
 
 
 def _feature_dim(z: torch.Tensor, is_conv: bool) -> int:
@@ -315,6 +340,7 @@ def measure(
     iprobes = [(la.name, "in") for la in mm.layers]
     imap = [len(probes) + len(kprobes) + i for i in range(len(iprobes))]
     wrows: list[list[np.ndarray]] = [[] for _ in mm.layers]
+    row_len = [0 for _ in mm.layers]
     bents: list[list[np.ndarray]] = [[] for _ in mm.layers]
     s2: list[list[np.ndarray]] = [[] for _ in mm.layers]
     s4: list[list[np.ndarray]] = [[] for _ in mm.layers]
@@ -325,7 +351,9 @@ def measure(
         allz, out = run_probes(m, x, probes + kprobes + iprobes)
         mods = dict(m.named_modules())
         for j, la in enumerate(mm.layers):
-            wrows[j].append(row_moments(weight_of(mods[la.name]), la.w_scale))
+            rows = unit_rows(mods[la.name], la.kind)
+            row_len[j] = int(math.prod(rows.shape[1:]))
+            wrows[j].append(row_moments(rows, la.w_scale))
             b = getattr(mods[la.name], "bias", None)
             if isinstance(b, torch.Tensor):
                 b2 = (b.detach().double() * la.b_scale).reshape(-1).pow(2)
@@ -404,6 +432,7 @@ def measure(
         output_scale=out_scale,
         notes=notes,
         w_rows=[np.concatenate(a) for a in wrows],
+        w_row_len=row_len,
         b_entries=[np.concatenate(a) if a else None for a in bents],
         in_s2=[np.array(a) if ok and a else None for a, ok in zip(s2, sums_ok, strict=True)],
         in_s4=[np.array(a) if ok and a else None for a, ok in zip(s4, sums_ok, strict=True)],
