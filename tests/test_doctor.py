@@ -965,3 +965,34 @@ def test_matched_mlp_needs_one_bias_variance():
     ]:
         mm, _ = map_model(copy.deepcopy(model).double().eval(), x.double())
         assert (mm.mlp is not None) == matched
+
+
+class _LSTMReadout(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm, self.out = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.lstm(x)[0][:, -1])
+
+
+def test_recurrent_and_bilinear_layers_run_and_are_not_guessed():
+    """An LSTM (its per-layer NTK under vmap raised a RuntimeError that ended the run) and a bilinear layer: the
+    doctor completes, notes why the NTK traces are missing, and predicts no kurtosis for them or after them (it used
+    to carry a linear layer's 6/n through them)."""
+    torch.manual_seed(0)
+    rep = doctor(_LSTMReadout(), torch.randn(6, 5, 8), factory=_LSTMReadout, n_init=6)
+    assert "per-layer NTK not computed" in rep.extra["ntk_note"]
+    assert all(r["predicted"] is None for r in rep.summary["kurtosis"])
+    assert "LSTM layer is not modelled" in rep.summary["kurtosis"][0]["source"]
+
+    class Bil(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b, self.o = nn.Bilinear(8, 8, 16), nn.Linear(16, 1)
+
+        def forward(self, x):
+            return self.o(torch.relu(self.b(x, x)))
+
+    rows = doctor(Bil(), torch.randn(6, 8), factory=Bil, n_init=6).summary["kurtosis"]
+    assert [r["predicted"] for r in rows] == [None, None]

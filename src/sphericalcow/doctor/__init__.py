@@ -197,7 +197,7 @@ def _extras(
                 k = empirical_ntk(model, xs, params=names)
                 contrib[la.name] = float(torch.diagonal(k.reshape(k.shape[0], k.shape[1])).sum())
             extra["ntk_contributions"] = contrib
-        except SphericalCowError as e:
+        except (SphericalCowError, RuntimeError) as e:  # e.g. an LSTM under vmap: the traces are optional
             extra["ntk_note"] = f"per-layer NTK not computed: {_one_line(e)}"
     if mm.mlp is not None and lr is not None:
         from ..theory.learning_rates import learning_rates

@@ -358,7 +358,8 @@ def _predicted_kurtosis(
     where the plain accumulation gives 1.6). The plain accumulation is kept there; it is not a bound (in a residual
     net with batch-normed branches the block recursion's damping can put it below the measurement), and the
     measurement grades. Attention layers are not modelled (their output mixes positions through a softmax of the
-    inputs): no prediction for them or after them until a modelled norm resets.
+    inputs), nor other weight layers (recurrent, bilinear, custom): no prediction for them or after them until a
+    modelled norm resets.
 
     A residual block's first weight layer reads the trunk, which is fixed given the block's input, so the branch
     starts Gaussian; its later layers accumulate kappa_branch (shown with the trunk's carried kurtosis added unless
@@ -398,13 +399,16 @@ def _predicted_kurtosis(
                 carry = 0.0
         elif la.norm_in not in (None, "batch") and not la.first:
             kappa, why = None, f"no prediction: a normalisation not over a linear layer's fan-in ({la.kind} layer)"
+        unmodelled = la.kind in ("attention", "other")
         if la.kind == "attention":
             why = "no prediction: attention is not modelled"
+        elif la.kind == "other":
+            why = f"no prediction: a {la.module_type or 'custom'} layer is not modelled"
         if kappa is not None:
             kappa *= _bias_dilution(ms, i)
         row = kappa if not inside else (None if kappa is None or carry is None else kappa + carry)
         term = terms[i]
-        if la.kind == "attention" or row is None:
+        if unmodelled or row is None:
             out.append((None, why or "no prediction (activation outside the universality classes)"))
         elif term.value is None:
             out.append((None, term.why))
@@ -418,7 +422,7 @@ def _predicted_kurtosis(
         if first:
             carry = 0.0 if reset else kappa
             kappa = 0.0
-        if la.kind == "attention":
+        if unmodelled:
             kappa = None
             continue
         nu = _layer_nu(la, nu_dom)
