@@ -36,7 +36,7 @@ import doctor_models as dm
 from sphericalcow.doctor import DoctorReport, doctor, doctor_fix, fix_plan, fixed_factory
 from sphericalcow.doctor.diagnose import _row_dependence
 from sphericalcow.doctor.model_map import map_model
-from sphericalcow.doctor.signal import _grad_norms, input_sums, pooled_kurtosis, row_moments
+from sphericalcow.doctor.signal import _grad_norms, input_sums, pooled_kurtosis, row_moments, unit_rows
 from sphericalcow.errors import SphericalCowError
 from sphericalcow.measure.ntk import empirical_ntk
 from sphericalcow.theory.criticality import chi_parallel, chi_perpendicular
@@ -761,6 +761,11 @@ def test_weight_kurtosis_helpers():
         e22 = per_unit(torch.stack([p.pow(2).sum(1).pow(2) for p in patches]))
         assert np.allclose(s4, e4) and np.allclose(s22, e22) and np.allclose(s2, e2)
     assert input_sums(x, nn.ConvTranspose2d(4, 6, 3).double(), "conv", 2) is None
+    ct = nn.ConvTranspose2d(4, 6, 3, groups=2)  # weight (4, 3, 3, 3): output channel 4 = group 1, column 1
+    rows = unit_rows(ct, "conv")
+    assert rows.shape == (6, 18) and torch.equal(rows[4], ct.weight[2:, 1].reshape(-1))
+    lin = nn.Linear(5, 7)
+    assert unit_rows(lin, "linear") is lin.weight
 
 
 def _first_layer_exact(x: torch.Tensor, layer: nn.Module, kw: float, kb: float, n_graded: int = 4) -> float:
@@ -952,6 +957,24 @@ def test_grouped_conv_units_pool_as_a_mixture():
     exact = float((3 * s2.var(1, unbiased=False) / s2.mean(1) ** 2).mean())
     assert row["predicted"] == pytest.approx(exact, rel=1e-6)
     assert abs(row["kurtosis"] - exact) < 3 * row["kurtosis_se"], (row, exact)
+
+    # the next layer sums sigma(z)^2 over units of unequal variance: nu = 15 (1 + Var_c K_c / mean_c K_c^2)
+    sc = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    x1 = (torch.tensor([[1.0, -1, 1, 1], [-1, 1, 1, -1], [1, 1, -1, 1], [1, -1, -1, -1]]) * sc).view(4, 4, 1, 1)
+
+    def pointwise():
+        m = nn.Sequential(nn.Conv2d(4, 64, 1, groups=4, bias=False), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(64, 64, bias=False), nn.ReLU(), nn.Linear(64, 1))
+        nn.init.kaiming_normal_(m[0].weight)
+        nn.init.kaiming_normal_(m[3].weight)
+        return m
+
+    torch.manual_seed(0)
+    rows = doctor(pointwise(), x1, factory=pointwise, n_init=300).summary["kurtosis"]
+    mix = float(sc.pow(2).var(unbiased=False) / sc.pow(2).mean() ** 2)  # 1.42
+    assert rows[1]["predicted"] == pytest.approx(15 * (1 + mix) / 64, rel=1e-6)  # was the Gaussian 15/64
+    assert abs(rows[1]["kurtosis"] - rows[1]["predicted"]) < 3 * rows[1]["kurtosis_se"]
+    assert abs(rows[1]["kurtosis"] - 15 / 64) > 5 * rows[1]["kurtosis_se"]
 
 
 def test_matched_mlp_needs_one_bias_variance():

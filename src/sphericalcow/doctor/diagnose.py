@@ -183,15 +183,20 @@ def _layer_nu(la: Any, nu_dom: float | None) -> float | None:
         return nu_dom
 
 
-def _nu_shift(la: Any, kappa_unit: float) -> float:
-    """Change of the next layer's kurtosis slope nu when this layer's units are not Gaussian (excess kurtosis
-    ``kappa_unit``, symmetric): nu = 3 Var(sigma(z)^2) / E[sigma(z)^2]^2 (PDLT §5.4) is 3 (2 + kappa) read linearly
-    (E z^4 = (3 + kappa) K^2) and 3 (5 + 2 kappa) through ReLU (E relu(z)^4 = E z^4 / 2); 0 for other activations
-    (not modelled). O(1) for an embedding of uniform entries (6 -> 2.4) or a bias-dominated layer; O(1/n^2) else."""
-    if la.out_unknown is not None:
-        return 0.0
-    spec = la.out_act.spec if la.out_act is not None else "linear"
-    return {"linear": 3.0, "relu": 6.0}.get(spec, 0.0) * kappa_unit
+def _nu_next(la: Any, nu: float, kappa_unit: float, mix: float) -> float | None:
+    """The next layer's kurtosis slope when this layer's units are not Gaussian (excess kurtosis ``kappa_unit``,
+    symmetric) or, in a grouped convolution, pool channel groups of unequal variance K_c (``mix`` =
+    Var_c(K_c) / mean_c(K_c)^2). nu = 3 n Var(mean_i sigma(z_i)^2) / E[sigma(z)^2]^2 (PDLT §5.4) over independent
+    units gives 3 (2 + kappa) (1 + mix) read linearly (E z^4 = (3 + kappa) K^2) and 3 (5 + 2 kappa) (1 + mix) through
+    ReLU (E relu(z)^4 = E z^4 / 2); other activations keep the Gaussian nu when mix = 0 (an O(kappa / n) error, small
+    unless the units are O(1) non-Gaussian: a uniform embedding, a bias-dominated layer) and get no prediction
+    otherwise. Both shifts are O(1/n^2) for a layer whose units are O(1/n) from Gaussian."""
+    spec = None if la.out_unknown is not None else la.out_act.spec if la.out_act is not None else "linear"
+    if spec == "linear":
+        return 3.0 * (2.0 + kappa_unit) * (1.0 + mix)
+    if spec == "relu":
+        return 3.0 * (5.0 + 2.0 * kappa_unit) * (1.0 + mix)
+    return nu if mix < 1e-12 else None
 
 
 def _mean(a: np.ndarray | None, i: int) -> float:
@@ -278,7 +283,7 @@ def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
 
     kappa_W and kappa_b count only where a Gaussian is rejected (:data:`KAPPA_W_SIGNIFICANCE` null standard errors),
     so a Gaussian init predicts the Gaussian theory exactly. The term itself does not carry; the next layer's nu
-    changes with it (:func:`_nu_shift`), at O(1/n^2) while it is O(1/n), at O(1/n) for an embedding of non-Gaussian
+    changes with it (:func:`_nu_next`), at O(1/n^2) while it is O(1/n), at O(1/n) for an embedding of non-Gaussian
     entries or a bias-dominated layer (applied on the leading-order route; the matched-MLP route keeps the Gaussian
     recursion). Dependent row entries (m22 != s2^2 beyond :data:`DEPENDENCE_SIGNIFICANCE`, :func:`_row_dependence`) set
     ``iid`` False: PDLT's V assumes i.i.d. weights (an orthogonal linear map does not fluctuate the metric at all),
@@ -345,7 +350,7 @@ def _predicted_kurtosis(
     """Predicted excess kurtosis of each weight layer's output, with its source, for a model without a matched MLP.
 
     Plain layers add nu / n_eff (nu of the activation the next layer reads, :func:`_layer_nu`, shifted where the
-    layer's own units are not Gaussian, :func:`_nu_shift`; PDLT §5.4), the carried value is diluted by a layer's
+    layer's own units are not Gaussian, :func:`_nu_next`; PDLT §5.4), the carried value is diluted by a layer's
     bias (:func:`_bias_dilution`), and each row adds the single-unit weight term (:func:`_weight_term`). A
     per-example normalisation over the units a linear layer reads (LayerNorm, RMSNorm, GroupNorm with one group)
     divides out the carried fluctuation: that layer's output has kurtosis nu_norm / fan_in only
@@ -402,6 +407,8 @@ def _predicted_kurtosis(
         unmodelled = la.kind in ("attention", "other")
         if la.kind == "attention":
             why = "no prediction: attention is not modelled"
+        elif la.kind == "other" and la.module_type == "ParametrizationList":
+            why = "no prediction: a parametrized weight (weight_norm, spectral_norm) is not mapped to its layer"
         elif la.kind == "other":
             why = f"no prediction: a {la.module_type or 'custom'} layer is not modelled"
         if kappa is not None:
@@ -427,7 +434,7 @@ def _predicted_kurtosis(
             continue
         nu = _layer_nu(la, nu_dom)
         if nu is not None and term.value is not None:
-            nu += _nu_shift(la, term.value - 3.0 * term.mix)
+            nu = _nu_next(la, nu, term.value - 3.0 * term.mix, term.mix)
         last = b_i is not None and la.name == mm.blocks[b_i].layers[-1]
         if not last:
             kappa = None if kappa is None or nu is None else kappa + nu / n_eff[la.name]

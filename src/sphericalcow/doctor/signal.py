@@ -233,7 +233,10 @@ def unit_rows(mod: nn.Module, kind: str) -> torch.Tensor:
             w = torch.cat([w[:pad], w[pad + 1 :]])
         return w
     if isinstance(mod, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
-        return w.transpose(0, 1)  # (in, out / groups, *k): rows of one output channel within a group
+        g = mod.groups  # stored (in, out / g, *k): one output channel's filter is (in / g, *k) within its group
+        k = w.shape[2:]
+        v = w.reshape(g, w.shape[0] // g, w.shape[1], *k).transpose(1, 2)
+        return v.reshape(g * w.shape[1], -1)
     if w.dim() == 2 and hasattr(mod, "in_features") and w.shape == (mod.in_features, mod.out_features):
         if mod.in_features != mod.out_features:
             return w.t()
