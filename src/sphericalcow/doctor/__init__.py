@@ -60,8 +60,8 @@ def _as_input(x: Any) -> torch.Tensor:
     if x.is_floating_point():
         if not torch.isfinite(x).all():
             raise SphericalCowError("example_input holds NaN or inf; expected finite numbers")
-        return x.detach().double()
-    return x.detach()
+        return x.detach().cpu().double()
+    return x.detach().cpu()
 
 
 def _one_line(e: Exception) -> str:
@@ -101,7 +101,7 @@ def doctor(
     if factory is not None and not callable(factory):
         raise SphericalCowError(f"factory={factory!r} is not callable; expected a function returning an nn.Module")
     x = _as_input(example_input)
-    work = set_modes(copy.deepcopy(model).double())
+    work = set_modes(copy.deepcopy(model).cpu().double())  # float64 CPU copies: a CUDA model is measured on the CPU
     out_note = None
     try:
         with torch.no_grad():
@@ -211,7 +211,7 @@ def _extras(
         return extra
     xd, yd = data
     xd = _as_input(xd)
-    yd = torch.as_tensor(np.asarray(yd)) if not isinstance(yd, torch.Tensor) else yd
+    yd = torch.as_tensor(np.asarray(yd)) if not isinstance(yd, torch.Tensor) else yd.detach().cpu()
     if yd.shape[0] != xd.shape[0]:
         raise SphericalCowError(f"data: x has {xd.shape[0]} rows but y has {yd.shape[0]}")
     if yd.is_floating_point():

@@ -1,6 +1,6 @@
 """Forward and backward measurements on an ensemble of initialisations of one architecture.
 
-Every measurement runs on float64 deep copies (the user's model is never touched) in eval mode, except batch
+Every measurement runs on float64 deep copies on the CPU (the user's model is never touched) in eval mode, except batch
 normalisation, which is put in train mode (batch statistics, as in training: in eval mode a freshly initialised
 BatchNorm is the identity and would hide what it does). Per draw:
 
@@ -136,7 +136,7 @@ def _resample(model: nn.Module, gen: torch.Generator) -> nn.Module:
 
 
 def _prepare(m: nn.Module) -> nn.Module:
-    m = set_modes(m.double())
+    m = set_modes(m.cpu().double())
     for p in m.parameters():
         p.requires_grad_(p.is_floating_point())
     return m
