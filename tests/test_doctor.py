@@ -595,13 +595,8 @@ def test_doctor_per_layer_kurtosis_follows_the_leading_order_prediction(case):
     assert max(abs(r["kurtosis"] - p) / r["kurtosis_se"] for r, p in zip(rows, plain, strict=True)) > 6
 
 
-def _default_relu_mlp(depth: int = 8, width: int = 64) -> nn.Module:
-    layers: list[nn.Module] = []
-    d = dm.D_IN
-    for _ in range(depth):
-        layers += [nn.Linear(d, width), nn.ReLU()]
-        d = width
-    return nn.Sequential(*layers, nn.Linear(width, 1))  # PyTorch's default uniform init: kappa_W = kappa_b = -1.2
+def _default_relu_mlp() -> nn.Module:
+    return dm._mlp(8, 64, nn.ReLU, None)  # PyTorch's default uniform init: kappa_W = kappa_b = -1.2
 
 
 class _EmbeddingMLP(nn.Module):

@@ -199,12 +199,14 @@ def _nu_next(la: Any, nu: float, kappa_unit: float, mix: float) -> float | None:
     return nu if mix < 1e-12 else None
 
 
-def _mean(a: np.ndarray | None, i: int) -> float:
-    """Mean over draws of column i, ignoring NaNs; NaN when there is none."""
-    if a is None:
-        return math.nan
-    col = a[:, i]
-    return float(np.mean(col[np.isfinite(col)])) if np.isfinite(col).any() else math.nan
+def _measured_K(ms: Measurements, i: int) -> float:
+    """E[z^2] of weight layer i's output units, measured: the mean over draws and unit groups."""
+    return float(np.mean(ms.kurt_m2[i]))
+
+
+def _bias_entries(ms: Measurements, i: int) -> np.ndarray | None:
+    """(entries, 2): b^2 and b^4 of weight layer i's effective bias over all draws; ``None`` without a bias."""
+    return ms.b_entries[i] if ms.b_entries is not None else None
 
 
 #: A weight or bias distribution counts as non-Gaussian when its excess kurtosis differs from zero by more than this
@@ -294,7 +296,7 @@ def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
     rows = ms.w_rows[i] if ms.w_rows is not None else None
     if rows is None or rows.shape[0] == 0:
         return WeightTerm(0.0)
-    bias = ms.b_entries[i] if ms.b_entries is not None else None
+    bias = _bias_entries(ms, i)
     kb = _significant(*pooled_kurtosis(bias))
     cb = float(bias[:, 0].mean()) if bias is not None else 0.0
     bias4 = kb * cb * cb if math.isfinite(kb) else 0.0
@@ -318,7 +320,7 @@ def _weight_term(mm: ModelMap, ms: Measurements, i: int) -> WeightTerm:
         if kw != 0 or d22 != 0:
             why = f"no prediction: non-Gaussian weights in a {la.kind} layer ({la.module_type})"
             return WeightTerm(None, why, iid)
-        K = float(np.mean([np.mean(m) for m in ms.kurt_m2[i]]))
+        K = _measured_K(ms, i)
         return WeightTerm(bias4 / K**2 if K > 0 else 0.0, "", iid)
     # (groups, channel groups): E[z^2] = s2 S2 + C_b, the expectation the measured second moment estimates
     K = s2 * S2 + cb
@@ -336,8 +338,8 @@ def _bias_dilution(ms: Measurements, i: int) -> float:
     """((K - C_b) / K)^2 for weight layer i (K = E[z^2] measured, C_b the mean square of its effective bias): the
     metric's fluctuation reaches z = W x + b only through the weight part, Var(E[z^2 | x]) = Var(s2 |x|^2), so the
     input's carried excess kurtosis is multiplied by it (PDLT's recursion has it through K = C_b + C_W <sigma^2>)."""
-    K = float(np.mean([np.mean(m) for m in ms.kurt_m2[i]]))
-    bias = ms.b_entries[i] if ms.b_entries is not None else None
+    K = _measured_K(ms, i)
+    bias = _bias_entries(ms, i)
     if bias is None or not K > 0:
         return 1.0
     cb = float(bias[:, 0].mean())
